@@ -1,0 +1,1 @@
+"""tickerplant: kdb+/q-style tick system."""
