@@ -63,30 +63,30 @@ def encode_file_header(date: dt.date, created_ns: int) -> bytes:
 
 
 def encode_chunk(
-    frames: Sequence[bytes | memoryview], first_seq: int, last_seq: int, compress: bool = False
+    pieces: Sequence[bytes | memoryview], frames: int, first_seq: int, last_seq: int, compress: bool = False
 ) -> list[bytes | memoryview]:
-    """A chunk as buffers for ``writev``: header, frames (or their lz4 block), padding.
+    """A chunk as buffers for ``writev``: header, the frames' bytes (or their lz4 block), padding.
 
-    Control frames (SCHEMA, PUBMARK) must come first in ``frames`` so that opening a log
-    reads them without walking every UPD.
+    ``pieces`` concatenated are ``frames`` whole frames (a frame may span pieces, e.g. a
+    re-stamped header and its payload). Control frames (SCHEMA, PUBMARK) come first, so
+    opening a log reads them without walking every UPD.
     """
-    raw_len = sum(len(f) for f in frames)
-    pieces: list[bytes | memoryview]
+    raw_len = sum(len(p) for p in pieces)
+    out: list[bytes | memoryview]
     if compress:
-        stored = lz4.block.compress(b"".join(frames), store_size=False)
-        pieces, stored_len, flags = [stored], len(stored), CHUNK_LZ4
+        stored = lz4.block.compress(b"".join(pieces), store_size=False)
+        out, stored_len, flags = [stored], len(stored), CHUNK_LZ4
         crc = zlib.crc32(stored)
     else:
-        pieces, stored_len, flags = list(frames), raw_len, 0
+        out, stored_len, flags = list(pieces), raw_len, 0
         crc = 0
-        for f in frames:
-            crc = zlib.crc32(f, crc)
-    head = CHUNK_HEADER.pack(CHUNK_MAGIC, flags, 0, stored_len, raw_len, first_seq, last_seq, len(frames))
+        for p in pieces:
+            crc = zlib.crc32(p, crc)
+    head = CHUNK_HEADER.pack(CHUNK_MAGIC, flags, 0, stored_len, raw_len, first_seq, last_seq, frames)
     pad = _align8(stored_len) - stored_len
-    out: list[bytes | memoryview] = [head + _CRC.pack(zlib.crc32(head, crc)), *pieces]
     if pad:
         out.append(_ZEROS[:pad])
-    return out
+    return [head + _CRC.pack(zlib.crc32(head, crc)), *out]
 
 
 @dataclass
@@ -327,7 +327,7 @@ class LogWriter:
         self.compress = compress
         self.last_seq = 0
         self.pubs: dict[bytes, int] = {}
-        self.schemas: dict[str, tuple[int, bytes]] = {}  # table -> (version, SCHEMA frame)
+        self.schemas: dict[str, tuple[int, pa.Schema]] = {}  # table -> (version, last logged schema)
         self.schema_changes: list[tuple[int, str, bytes]] = []  # (offset, table, frame)
         self.index_seq: list[int] = []
         self.index_off: list[int] = []
@@ -373,8 +373,8 @@ class LogWriter:
             end = pos + protocol.HEADER_SIZE + length
             if ftype == FrameType.SCHEMA:
                 raw = bytes(frames[pos:end])
-                table, _ = protocol.split_name(memoryview(raw)[protocol.HEADER_SIZE :])
-                self.schemas[table] = (seq, raw)
+                table, schema = protocol.decode_schema(protocol.decode_all(raw)[0][0])
+                self.schemas[table] = (seq, schema)
                 self.schema_changes.append((offset, table, raw))
             elif ftype == FrameType.PUBMARK:
                 self.pubs[bytes(frames[pos + protocol.HEADER_SIZE : pos + protocol.HEADER_SIZE + 16])] = seq
@@ -406,20 +406,28 @@ class LogWriter:
         return out
 
     def append(
-        self, frames: Sequence[bytes | memoryview], first_seq: int = 0, last_seq: int = 0
+        self,
+        control: Sequence[bytes],
+        pieces: Sequence[bytes | memoryview] = (),
+        frames: int = 0,
+        first_seq: int = 0,
+        last_seq: int = 0,
     ) -> int:
-        """Write one chunk (control frames first); returns the new end offset."""
-        pieces = encode_chunk(frames, first_seq, last_seq, self.compress)
-        offset = self.offset
+        """Write one chunk: ``control`` frames, then ``frames`` UPD frames in ``pieces``.
+
+        Returns the new end offset. The data reaches the OS (page cache) before this
+        returns; :meth:`fsync` makes it durable.
+        """
+        chunk = encode_chunk([*control, *pieces], len(control) + frames, first_seq, last_seq, self.compress)
         written = 0
-        # writev takes at most IOV_MAX buffers per call.
-        for i in range(0, len(pieces), 1000):
-            written += os.writev(self.fd, pieces[i : i + 1000])
-        expected = sum(len(p) for p in pieces)
+        for i in range(0, len(chunk), 1000):  # writev takes at most IOV_MAX (1024) buffers
+            written += os.writev(self.fd, chunk[i : i + 1000])
+        expected = sum(len(p) for p in chunk)
         if written != expected:
-            raise LogError(f"short write to {self.path}: {written} of {expected} bytes")
-        self.offset = offset + written
-        self._control(memoryview(b"".join(f for f in frames if f[3] != FrameType.UPD)), offset)
+            raise LogError(f"short write to {self.path}: {written} of {expected} bytes (disk full?)")
+        offset, self.offset = self.offset, self.offset + written
+        if control:
+            self._control(memoryview(b"".join(control)), offset)
         self._index(first_seq, last_seq, offset)
         return self.offset
 

@@ -60,7 +60,7 @@ class UpdReader:
             raise ProtocolError(f"UPD for table {table!r} before its SCHEMA frame") from None
         try:
             batch = protocol.read_batch(body, source)
-        except (pa.ArrowException, ValueError) as exc:
+        except protocol.ARROW_ERRORS as exc:
             raise ProtocolError(f"UPD seq {frame.seq} for {table!r}: unreadable Arrow batch: {exc}") from exc
         batch = self._conform[table](batch)
         return Message(table, frame.seq, frame.time, stamp(batch, frame.time, self.tables[table].schema))

@@ -59,6 +59,8 @@ class FrameType(enum.IntEnum):
 
 
 _TYPES = frozenset(int(t) for t in FrameType)
+# What pyarrow raises on bytes that are not a valid IPC message.
+ARROW_ERRORS = (pa.ArrowException, ValueError, OSError, EOFError)
 
 
 class Frame:
@@ -67,7 +69,7 @@ class Frame:
     __slots__ = ("aux", "payload", "payload_crc", "seq", "time", "type")
 
     def __init__(
-        self, type: int, seq: int, time: int, aux: int, payload: memoryview, payload_crc: int
+        self, type: int, seq: int, time: int, aux: int, payload: memoryview, payload_crc: int | None
     ) -> None:
         self.type = type
         self.seq = seq
@@ -89,6 +91,8 @@ class Frame:
 
     def header(self) -> bytes:
         """The frame's 32-byte header, as it would be encoded now."""
+        if self.payload_crc is None:  # decoded without verification (from a checksummed log chunk)
+            self.payload_crc = zlib.crc32(self.payload)
         return header(self.type, len(self.payload), self.seq, self.time, self.aux, self.payload_crc)
 
     def to_bytes(self) -> bytes:
@@ -160,6 +164,23 @@ def encode_upd(table: str, batch: pa.RecordBatch, seq: int = 0, time: int = 0) -
     )
 
 
+_ACK = struct.Struct("<QQ")
+
+
+def encode_ack(logged: int, durable: int, time: int) -> bytes:
+    """ACK: header seq = durable pub seq; payload = logged and durable pub seqs."""
+    body = _ACK.pack(logged, durable)
+    return header(FrameType.ACK, len(body), durable, time, 0, zlib.crc32(body)) + body
+
+
+def decode_ack(frame: Frame) -> tuple[int, int]:
+    """(logged, durable) pub seqs of an ACK frame."""
+    if len(frame.payload) != _ACK.size:
+        raise ProtocolError(f"ACK payload must be {_ACK.size} bytes, got {len(frame.payload)}")
+    logged, durable = _ACK.unpack(frame.payload)
+    return int(logged), int(durable)
+
+
 def encode_schema(table: str, schema: pa.Schema, version: int) -> bytes:
     return encode(FrameType.SCHEMA, name_block(table) + schema.serialize().to_pybytes(), seq=version)
 
@@ -168,12 +189,12 @@ def decode_schema(frame: Frame) -> tuple[str, pa.Schema]:
     table, body = split_name(frame.payload)
     try:
         return table, pa.ipc.read_schema(pa.py_buffer(body))
-    except (pa.ArrowException, ValueError) as exc:
+    except ARROW_ERRORS as exc:
         raise ProtocolError(f"SCHEMA frame for table {table!r} holds no valid Arrow schema: {exc}") from exc
 
 
 def read_batch(body: memoryview, schema: pa.Schema) -> pa.RecordBatch:
-    """Read a UPD body as a record batch of ``schema`` (zero-copy; raises ArrowException)."""
+    """Read a UPD body as a record batch of ``schema``, zero-copy; raises one of ARROW_ERRORS."""
     return pa.ipc.read_record_batch(pa.py_buffer(body), schema)
 
 
@@ -250,10 +271,10 @@ class FrameDecoder:
                 self._need = stop - pos
                 break
             payload = view[pos + HEADER_SIZE : stop]
-            pcrc = crc32(payload) if verify else 0
+            pcrc = crc32(payload) if verify else None
             if verify:
                 (want,) = _CRC.unpack_from(buf, pos + 28)
-                if crc32(view[pos : pos + 28], pcrc) != want:
+                if crc32(view[pos : pos + 28], pcrc) != want:  # type: ignore[arg-type]
                     raise ProtocolError(
                         f"checksum mismatch in {FrameType(ftype).name} frame at stream offset {pos}: "
                         f"the frame was corrupted in transit"

@@ -128,7 +128,7 @@ def _parse_table(name: str, body: object, source: str) -> TableSchema:
     if not isinstance(body, dict):
         raise SchemaError(f"{where}: must be a table with `version` and `columns`")
     version = body.get("version", 1)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SchemaError(f"{where}: version must be a positive integer, got {version!r}")
     cols = body.get("columns")
     if not isinstance(cols, list) or not cols:
@@ -142,11 +142,14 @@ def _parse_table(name: str, body: object, source: str) -> TableSchema:
             raise SchemaError(f"{where}: bad column name {cname!r}")
         if cname == TP_TIME:
             raise SchemaError(f"{where}: {TP_TIME} is added by the tickerplant; do not declare it")
-        if ctype not in TYPES:
+        if not isinstance(ctype, str) or ctype not in TYPES:
             raise SchemaError(f"{where}: column {cname!r} has unknown type {ctype!r}; use one of {', '.join(TYPES)}")
         if any(f.name == cname for f in fields):
             raise SchemaError(f"{where}: column {cname!r} is declared twice")
-        fields.append(pa.field(cname, TYPES[ctype], nullable=bool(col.get("nullable", True))))
+        nullable = col.get("nullable", True)
+        if not isinstance(nullable, bool):
+            raise SchemaError(f"{where}: column {cname!r}: nullable must be true or false, got {nullable!r}")
+        fields.append(pa.field(cname, TYPES[ctype], nullable=nullable))
     schema = pa.schema(fields)
     for req, rtype in _REQUIRED.items():
         idx = schema.get_field_index(req)
@@ -159,6 +162,7 @@ class Conformer:
     """Turns batches of an older (or the same) wire schema into the current one."""
 
     def __init__(self, source: pa.Schema, target: TableSchema) -> None:
+        self.source = source
         self.target = target
         self.identity = source.equals(target.wire)
         # For each target column, the index in the source or -1 for a null fill.
@@ -212,6 +216,9 @@ def check_wire(received: pa.Schema, table: TableSchema) -> Conformer:
     """Accept a publisher's schema for ``table`` or raise DataError naming the problem."""
     if received.equals(table.wire):
         return Conformer(received, table)
+    if len(set(received.names)) != len(received.names):
+        dup = next(n for n in received.names if received.names.count(n) > 1)
+        raise DataError(f"table {table.name!r}: column {dup!r} is sent twice")
     for f in received:
         idx = table.wire.get_field_index(f.name)
         if idx < 0:
