@@ -33,7 +33,8 @@ Durability settings (deliberately comparable, neither is "fsync every message"):
   fsync once a second), RDB snapshots off (``save ""``).
 * NATS JetStream: a stream with ``storage=file``, one replica.  The file store writes every
   message to its block files as it arrives and fsyncs periodically, not per message
-  (``nats-server`` 2.9 has no per-message sync option).
+  (a configurable ``sync_interval`` / ``always`` only arrived after the 2.9 series that
+  Debian bookworm ships).
 
 Clients: redis-py and nats-py (the Python clients a Python user would use); the NATS
 processes run on uvloop when it is importable, as our own tickerplant does.  For single-row
@@ -43,7 +44,8 @@ deliberate, since our tick system is also Python and is compared on the same foo
 Exact method per system/scenario (``publisher -> broker -> consumer``):
 
 * redis / blob_1000:  ``XADD stream * d <blob>``, one XADD per blob, sent through
-  ``pipeline(transaction=False)`` with ``REDIS_BLOB_PIPELINE`` (10) commands per execute().
+  ``pipeline(transaction=False)`` with ``REDIS_BLOB_PIPELINE`` (10) commands per execute()
+  (unpipelined, one round trip per blob, was ~2x slower here).
   Consumer: ``XREAD COUNT 1000 BLOCK 1000 STREAMS stream <last-id>`` in a loop.
 * redis / single_row: one ``XADD`` per row, ``pipeline(transaction=False)`` with 1,000
   commands per execute() (one round trip per 1,000 XADDs, but 1,000 stream entries).
@@ -51,8 +53,14 @@ Exact method per system/scenario (``publisher -> broker -> consumer``):
 * jetstream / both:   ``js.publish_async`` per message (async acks, at most
   ``publish_async_max_pending`` outstanding), then ``publish_async_completed()``; every
   ack is checked for errors.  Consumer: an ordered push consumer (ack policy none, flow
-  control) with a message callback -- measured faster than a pull consumer with
-  ``fetch(1000)`` under nats-py, see ``NATS_CONSUMER``; the pull variant remains available.
+  control) with a message callback.  Against a pull consumer (ack none, ``fetch(1000)``,
+  capped at ~8 MB per fetch) it was ~1.6-2x faster for single rows and equal within noise
+  for blobs under nats-py, so it is the default (``NATS_CONSUMER``); "pull" remains
+  available via ``measure_jetstream(..., consumer="pull")``.
+
+Noise: the machine has 2 cores and the three busy processes (server, publisher, consumer)
+already contend for them; anything else running skews a single run by tens of percent.
+Use ``repeats`` (median reported, all samples kept) when the figures matter.
 
 Run ``python bench/baselines.py`` (``--quick`` for a smoke run, ``--json`` for JSON only).
 If a server cannot be installed or started, that system is reported with
@@ -232,7 +240,8 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; no-op elsewhere)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -273,7 +282,7 @@ def _server(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,  # parent is single-threaded here
+                    preexec_fn=_die_with_parent,  # server dies with us even on SIGKILL
                     start_new_session=True,
                 )
             handle = ServerHandle(name, LOOPBACK, port, tmp, log_path, proc)
@@ -401,6 +410,7 @@ class Workload:
 
 
 def _report(q: Any, role: str, fn: Callable[[], dict[str, Any]]) -> None:
+    _die_with_parent()  # a publisher/consumer never outlives the harness
     try:
         q.put((role, fn()))
     except BaseException as e:  # report, never hang the parent
@@ -868,6 +878,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["redis", "jetstream"], action="append")
     ap.add_argument("--json", action="store_true", help="print JSON only")
     args = ap.parse_args(argv)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwind so the context managers stop the servers
+
+    signal.signal(signal.SIGTERM, on_term)
     results = run_all(
         args.quick,
         blob_rows=args.blob_rows,

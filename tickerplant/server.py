@@ -33,12 +33,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
 from tickerplant import log as tplog
 from tickerplant import protocol
+from tickerplant.aio import install_uvloop
 from tickerplant.clock import Calendar, Clock, SystemClock
 from tickerplant.exceptions import DataError, FrameTooLarge, ProtocolError, SchemaError, TickError
 from tickerplant.protocol import Frame, FrameType
@@ -229,8 +230,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.tp.conns.add(self)
@@ -338,7 +338,14 @@ class Connection(asyncio.Protocol):
             if len(self.pub_id) != 16:
                 self.reject("bad_request", "a publisher's HELLO needs pub_id: 32 hex characters", fatal=True)
                 return
-            body["pub_seq"] = self.tp.writer.pubs.get(self.pub_id, 0)
+            logged = body["pub_seq"] = self.tp.writer.pubs.get(self.pub_id, 0)
+            if logged:
+                # Acknowledge what an earlier connection of this publisher got logged, once durable.
+                self.logged = logged
+                self.pending_acks.append((self.tp.syncer.written, logged))
+                self.tp.syncer.request()
+                if self.tp.syncer.durable >= self.tp.syncer.written:
+                    self.ack(self.tp.syncer.durable)
             frames = [protocol.encode_schema(t.name, t.wire, t.version) for t in self.tp.registry]
         self.send(protocol.encode_json(FrameType.WELCOME, body, seq=self.tp.last_seq, time=self.tp.clock.now_ns()))
         for f in frames:
@@ -763,16 +770,6 @@ class Tickerplant:
 
 def new_pub_id() -> bytes:
     return uuid.uuid4().bytes
-
-
-def install_uvloop() -> bool:
-    """Use uvloop when it is installed (about twice asyncio's speed per frame)."""
-    try:
-        import uvloop
-    except ImportError:
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
 
 
 def run(config: Config, ready: Callable[[Tickerplant], None] | None = None) -> None:
