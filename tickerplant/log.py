@@ -121,8 +121,11 @@ def _header_problem(head: bytes | memoryview, pos: int, size: int) -> str | int:
     magic, _flags, _rsv, stored, *_ = CHUNK_HEADER.unpack_from(head, 0)
     if magic != CHUNK_MAGIC:
         return f"bad chunk magic {bytes(magic)!r}"
-    if pos + CHUNK_HEADER_SIZE + stored > size:
-        return f"chunk announces {stored} bytes but only {size - pos - CHUNK_HEADER_SIZE} remain"
+    # The padding must be there too: a chunk cut inside it was never fsynced, and accepting
+    # it would leave the file unaligned, so the next chunk appended would be unreadable.
+    if _align8(pos + CHUNK_HEADER_SIZE + stored) > size:
+        return (f"chunk announces {stored} bytes (padded to {_align8(stored)}) but only "
+                f"{size - pos - CHUNK_HEADER_SIZE} remain")
     return int(stored)
 
 
@@ -253,9 +256,13 @@ def repair(path: str | Path) -> tuple[LogStatus, Path | None]:
     if status.ok:
         return status, None
     sidecar = path.with_name(f"{path.name}.cut-{status.valid_bytes}")
+    n = 0
+    while sidecar.exists():  # torn at the same place again (a crash loop): keep both cuts
+        n += 1
+        sidecar = path.with_name(f"{path.name}.cut-{status.valid_bytes}.{n}")
     with open(path, "r+b") as fh:
         fh.seek(status.valid_bytes)
-        with open(sidecar, "wb") as out:
+        with open(sidecar, "xb") as out:
             while block := fh.read(1 << 20):
                 out.write(block)
             out.flush()
@@ -344,6 +351,9 @@ class LogWriter:
             _fsync_dir(self.path.parent)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.offset = os.fstat(self.fd).st_size
+        # A killed TP may have left chunks in the page cache only; the TP acks what it
+        # recovered as durable when a publisher reconnects, so make it so first.
+        os.fsync(self.fd)
 
     def _recover(self) -> None:
         status = check(self.path, count_rows=False)

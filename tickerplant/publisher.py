@@ -102,7 +102,11 @@ class AsyncPublisher:
         )
         body = await asyncio.wait_for(welcome, self.connect_timeout)
         self.max_frame = int(body.get("max_frame", self.max_frame))
-        self._on_ack(int(body.get("pub_seq", 0)), 0)
+        logged = int(body.get("pub_seq", 0))
+        if self.pub_seq == 0 and logged:
+            # A new instance re-using a pub_id: carry on numbering after what the TP has.
+            self.pub_seq = logged
+        self._on_ack(logged, 0)
         self._conn = proto
         for pub_seq, table, frame in self._unacked:
             if pub_seq > self.logged:  # the TP would drop the rest as duplicates anyway

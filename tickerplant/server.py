@@ -338,18 +338,19 @@ class Connection(asyncio.Protocol):
             if len(self.pub_id) != 16:
                 self.reject("bad_request", "a publisher's HELLO needs pub_id: 32 hex characters", fatal=True)
                 return
-            logged = body["pub_seq"] = self.tp.writer.pubs.get(self.pub_id, 0)
-            if logged:
-                # Acknowledge what an earlier connection of this publisher got logged, once durable.
-                self.logged = logged
-                self.pending_acks.append((self.tp.syncer.written, logged))
-                self.tp.syncer.request()
-                if self.tp.syncer.durable >= self.tp.syncer.written:
-                    self.ack(self.tp.syncer.durable)
+            body["pub_seq"] = self.tp.writer.pubs.get(self.pub_id, 0)
             frames = [protocol.encode_schema(t.name, t.wire, t.version) for t in self.tp.registry]
         self.send(protocol.encode_json(FrameType.WELCOME, body, seq=self.tp.last_seq, time=self.tp.clock.now_ns()))
         for f in frames:
             self.send(f)
+        logged = body.get("pub_seq", 0)
+        if logged:
+            # Acknowledge what an earlier connection of this publisher got logged, once durable.
+            self.logged = logged
+            self.pending_acks.append((self.tp.syncer.written, logged))
+            self.tp.syncer.request()
+            if self.tp.syncer.durable >= self.tp.syncer.written:
+                self.ack(self.tp.syncer.durable)
         logger.info("%s connected from %s as %s", self.name, self.peer, role)
 
     def on_schema(self, frame: Frame) -> None:

@@ -337,21 +337,6 @@ def test_invariants_hold_for_any_configuration(
         assert np.array_equal(book.price.to_numpy(), expected)
 
 
-def test_step_is_vectorized() -> None:
-    # A loose floor (the docstring has the real figure): a Python loop per row would be
-    # ~100x slower than this.
-    sim = Simulator(seed=1, start_ns=START)
-    sim.step(1_000, end_ns=START + 10**6)
-    best = min(_timed(sim, 200_000) for _ in range(3))
-    assert 200_000 / best > 500_000, f"{200_000 / best:.0f} events/s"
-
-
-def _timed(sim: Simulator, n: int) -> float:
-    t = time.perf_counter()
-    sim.step(n, end_ns=sim.last_time_ns + n * NS_PER_EVENT)
-    return time.perf_counter() - t
-
-
 # --------------------------------------------------------------------- pacing
 
 
