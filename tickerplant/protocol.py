@@ -154,14 +154,22 @@ def split_name(payload: memoryview) -> tuple[str, memoryview]:
     return table, payload[end:]
 
 
-def encode_upd(table: str, batch: pa.RecordBatch, seq: int = 0, time: int = 0) -> bytes:
-    """A UPD frame carrying ``batch`` (Arrow IPC record batch message, no schema)."""
+def upd_parts(table: str, batch: pa.RecordBatch, seq: int = 0, time: int = 0) -> tuple[bytes, pa.Buffer]:
+    """A UPD frame as two buffers (header + name block, Arrow body), for ``writelines``.
+
+    Hot paths send these without joining them: copying a large body into a new bytes
+    object costs more than the serialisation itself.
+    """
     body = batch.serialize()
     block = name_block(table)
     crc = zlib.crc32(body, zlib.crc32(block))
-    return b"".join(
-        (header(FrameType.UPD, len(block) + body.size, seq, time, batch.num_rows, crc), block, body)
-    )
+    return header(FrameType.UPD, len(block) + body.size, seq, time, batch.num_rows, crc) + block, body
+
+
+def encode_upd(table: str, batch: pa.RecordBatch, seq: int = 0, time: int = 0) -> bytes:
+    """A UPD frame carrying ``batch`` (Arrow IPC record batch message, no schema)."""
+    head, body = upd_parts(table, batch, seq, time)
+    return head + memoryview(body)
 
 
 _ACK = struct.Struct("<QQ")

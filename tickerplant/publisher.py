@@ -75,7 +75,8 @@ class AsyncPublisher:
         self._pending: dict[str, list[pa.RecordBatch | list[Mapping[str, Any]]]] = {}
         self._pending_rows = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._unacked: collections.deque[tuple[int, str, bytes]] = collections.deque()
+        # (pub seq, table, frame as header and body) for every UPD not yet acked as durable
+        self._unacked: collections.deque[tuple[int, str, tuple[bytes, pa.Buffer]]] = collections.deque()
         self.unacked_bytes = 0
         self._conn: _PubProtocol | None = None
         self._error: RejectedError | None = None
@@ -207,9 +208,9 @@ class AsyncPublisher:
                 self._send_batch(table, batch.slice(start, step))
             return
         self.pub_seq += 1
-        frame = protocol.encode_upd(table, batch, seq=self.pub_seq)
+        frame = protocol.upd_parts(table, batch, seq=self.pub_seq)
         self._unacked.append((self.pub_seq, table, frame))
-        self.unacked_bytes += len(frame)
+        self.unacked_bytes += len(frame[0]) + frame[1].size
         if self._conn is not None:
             self._conn.send_upd(table, frame)
 
@@ -249,7 +250,8 @@ class AsyncPublisher:
         if durable > self.durable:
             self.durable = durable
             while self._unacked and self._unacked[0][0] <= durable:
-                self.unacked_bytes -= len(self._unacked.popleft()[2])
+                head, body = self._unacked.popleft()[2]
+                self.unacked_bytes -= len(head) + body.size
         self._progress.set()
 
     def _on_error(self, frame: Frame) -> None:
@@ -258,7 +260,7 @@ class AsyncPublisher:
         logger.error("%s: the TP rejected %s: %s", self.name, f"pub seq {frame.seq}" if frame.seq else "", error)
         if frame.seq:  # that update will never be accepted: do not re-send it
             kept = [u for u in self._unacked if u[0] != frame.seq]
-            self.unacked_bytes = sum(len(u[2]) for u in kept)
+            self.unacked_bytes = sum(len(u[2][0]) + u[2][1].size for u in kept)
             self._unacked = collections.deque(kept)
         self._error = error
         self._progress.set()
@@ -297,12 +299,13 @@ class _PubProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_upd(self, table: str, frame: bytes) -> None:
+    def send_upd(self, table: str, frame: tuple[bytes, pa.Buffer]) -> None:
         if table not in self.schemas_sent:
             ts = self.owner.tables[table]
             self.send(protocol.encode_schema(table, ts.wire, ts.version))
             self.schemas_sent.add(table)
-        self.send(frame)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(frame)
 
     def data_received(self, data: bytes) -> None:
         try:

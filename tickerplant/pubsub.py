@@ -80,13 +80,14 @@ class Topic:
 
     def fan_out(
         self, updates: Sequence[Update], pieces: Sequence[bytes | memoryview]
-    ) -> Iterator[tuple[Any, bytes]]:
-        """``(conn, bytes)`` for every live subscriber that has something in this commit.
+    ) -> Iterator[tuple[Any, list[bytes | memoryview]]]:
+        """``(conn, buffers)`` for every live subscriber that has something in this commit.
 
         ``pieces[2*i]`` and ``pieces[2*i+1]`` are update ``i``'s header and payload, as
-        logged.
+        logged; subscribers get those very buffers (written with ``writelines``, no copy)
+        unless a sym filter cuts the batch.
         """
-        built: dict[tuple[frozenset[str], frozenset[str] | None], bytes] = {}
+        built: dict[tuple[frozenset[str], frozenset[str] | None], list[bytes | memoryview]] = {}
         for sub in list(self.subs):
             data = built.get(sub.key)
             if data is None:
@@ -96,7 +97,9 @@ class Topic:
 
     def _build(
         self, sub: Subscription, updates: Sequence[Update], pieces: Sequence[bytes | memoryview]
-    ) -> bytes:
+    ) -> list[bytes | memoryview]:
+        if sub.syms is None and all(u.table in sub.tables for u in updates):
+            return list(pieces)  # every update of this commit is for this subscriber
         out: list[bytes | memoryview] = []
         for i, upd in enumerate(updates):
             if upd.table not in sub.tables:
@@ -109,7 +112,7 @@ class Topic:
                 out += pieces[2 * i : 2 * i + 2]
             elif part is not None:
                 out.append(protocol.encode_upd(upd.table, part, upd.frame.seq, upd.frame.time))
-        return b"".join(out)
+        return out
 
     def catchup_reader(self, registry: Registry, schemas: dict[str, bytes]) -> CatchupReader:
         return CatchupReader(self, registry, schemas.values())

@@ -434,6 +434,10 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def send_many(self, buffers: list[bytes | memoryview]) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.writelines(buffers)
+
     @property
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -643,9 +647,12 @@ class Tickerplant:
             self.syncer.request()
 
     def publish(self, staged: list[Staged], pieces: list[bytes | memoryview]) -> None:
-        for conn, data in self.topic.fan_out(staged, pieces):
-            conn.send(data)
-            if conn.buffered > self.config.sub_buffer:
+        limit = self.config.sub_buffer
+        for conn, buffers in self.topic.fan_out(staged, pieces):
+            conn.send_many(buffers)
+            # Cut only a subscriber that has not drained what was queued *before* this commit:
+            # one large commit (a burst) can exceed the limit on its own while it keeps up.
+            if conn.buffered > limit and conn.buffered - sum(len(b) for b in buffers) > limit:
                 self.cut_slow(conn)
 
     def cut_slow(self, conn: Connection) -> None:

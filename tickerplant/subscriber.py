@@ -194,9 +194,15 @@ class Subscriber:
 
     def close(self) -> None:
         self._closed = True
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            # shutdown() wakes a recv() blocked in another thread (the iterating one);
+            # close() alone does not, which left it waiting for the next heartbeat.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
     def __iter__(self) -> Iterator[Message]:
         for event in self.events():
