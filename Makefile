@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m tickerplant.demo
+	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check tickerplant feedhandlers tests bench
+	$(BIN)/ruff check tickerplant feedhandlers tests bench examples
 	$(BIN)/mypy
 
 test: lint

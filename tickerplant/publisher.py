@@ -153,25 +153,32 @@ class AsyncPublisher:
             raise DataError(f"unknown table {name!r}; the TP has: {', '.join(sorted(self.tables))}") from None
 
     def add(self, table: str, data: Any) -> tuple[int, int]:
-        """Convert and queue ``data`` (thread-safe); returns rows pending before and after."""
+        """Convert and queue ``data`` (thread-safe); returns rows pending before and after.
+
+        A single row (a dict of scalars) is only appended here; rows are converted to
+        Arrow a window at a time, column by column, by :meth:`send_pending`.
+        """
         if self._error is not None:
             raise self._error
-        ts = self.table(table)
-        row = isinstance(data, Mapping) and is_row(data)
-        batch = None if row else to_batch(data, ts)
-        with self._lock:
-            before = self._pending_rows
-            entries = self._pending.setdefault(table, [])
-            if row:
-                if entries and isinstance(entries[-1], list):
+        if table not in self.tables:
+            self.table(table)  # raises DataError naming the known tables
+        if type(data) is dict and is_row(data):
+            with self._lock:
+                before = self._pending_rows
+                entries = self._pending.get(table)
+                if entries is None:
+                    self._pending[table] = [[data]]
+                elif type(entries[-1]) is list:
                     entries[-1].append(data)
                 else:
                     entries.append([data])
-                self._pending_rows += 1
-            else:
-                assert batch is not None
-                entries.append(batch)
-                self._pending_rows += batch.num_rows
+                self._pending_rows = before + 1
+                return before, before + 1
+        batch = to_batch(data, self.tables[table])
+        with self._lock:
+            before = self._pending_rows
+            self._pending.setdefault(table, []).append(batch)
+            self._pending_rows += batch.num_rows
             return before, self._pending_rows
 
     async def publish(self, table: str, data: Any) -> None:
