@@ -28,9 +28,9 @@ import pyarrow as pa
 from tickerplant import protocol
 from tickerplant.aio import new_event_loop
 from tickerplant.convert import is_row, rows_to_batch, to_batch
-from tickerplant.exceptions import ConnectionClosed, DataError, ProtocolError, RejectedError
+from tickerplant.exceptions import ConnectionClosed, DataError, ProtocolError, RejectedError, TickError
 from tickerplant.protocol import Frame, FrameType
-from tickerplant.schema import TableSchema
+from tickerplant.schema import TP_TIME, TableSchema
 from tickerplant.subscriber import FINAL_ERRORS, Backoff, parse_address
 
 logger = logging.getLogger("tickerplant.publisher")
@@ -65,6 +65,8 @@ class AsyncPublisher:
         self.connect_timeout = connect_timeout
         self.pub_id = pub_id or uuid.uuid4().bytes
         self.tables: dict[str, TableSchema] = {}
+        self._columns: dict[str, frozenset[str]] = {}  # per table: column names a row may have
+        self._required: dict[str, frozenset[str]] = {}  # and the ones it must have
         self.max_frame = protocol.DEFAULT_MAX_FRAME
         self.pub_seq = 0
         self.logged = 0  # highest pub seq the TP has written
@@ -79,7 +81,7 @@ class AsyncPublisher:
         self._unacked: collections.deque[tuple[int, str, tuple[bytes, pa.Buffer]]] = collections.deque()
         self.unacked_bytes = 0
         self._conn: _PubProtocol | None = None
-        self._error: RejectedError | None = None
+        self._error: TickError | None = None  # raised by the next publish or flush
         self._progress = asyncio.Event()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -118,7 +120,7 @@ class AsyncPublisher:
         if self._conn is proto:
             self._conn = None
         self._progress.set()
-        if self._closing or (self._error is not None and self._error.code in FINAL_ERRORS):
+        if self._closing or (isinstance(self._error, RejectedError) and self._error.code in FINAL_ERRORS):
             return
         if not self.reconnect:
             self._error = self._error or RejectedError("disconnected", f"connection to the TP lost: {exc}")
@@ -158,11 +160,12 @@ class AsyncPublisher:
         A single row (a dict of scalars) is only appended here; rows are converted to
         Arrow a window at a time, column by column, by :meth:`send_pending`.
         """
-        if self._error is not None:
-            raise self._error
+        self._raise_error()
         if table not in self.tables:
             self.table(table)  # raises DataError naming the known tables
         if type(data) is dict and is_row(data):
+            if not data.keys() <= self._columns[table] or not self._required[table] <= data.keys():
+                to_batch(data, self.tables[table])  # raises DataError naming the column
             with self._lock:
                 before = self._pending_rows
                 entries = self._pending.get(table)
@@ -203,8 +206,27 @@ class AsyncPublisher:
         for table, entries in pending.items():
             ts = self.tables[table]
             for entry in entries:
-                batch = rows_to_batch(entry, ts) if isinstance(entry, list) else entry
+                batch = self._rows_to_batch(entry, ts) if isinstance(entry, list) else entry
                 self._send_batch(table, batch)
+
+    def _rows_to_batch(self, rows: list[Mapping[str, Any]], ts: TableSchema) -> pa.RecordBatch:
+        """Convert a window's rows; a row whose values do not convert is dropped and reported.
+
+        Column names were checked in :meth:`add`, so only a bad value can fail here: the
+        other rows still go out, and the error is raised by the next ``publish``/``flush``.
+        """
+        try:
+            return rows_to_batch(rows, ts)
+        except DataError:
+            good: list[Mapping[str, Any]] = []
+            for row in rows:
+                try:
+                    rows_to_batch([row], ts)
+                    good.append(row)
+                except DataError as exc:
+                    logger.error("%s: dropped a row for %r: %s (%r)", self.name, ts.name, exc, row)
+                    self._error = DataError(f"a row for {ts.name!r} was not published: {exc}")
+            return rows_to_batch(good, ts)
 
     def _send_batch(self, table: str, batch: pa.RecordBatch) -> None:
         # Keep frames well under the TP's limit: split big batches by rows.
@@ -249,8 +271,12 @@ class AsyncPublisher:
         self._raise_error()
 
     def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
+        """Raise a pending error once; one that reconnecting cannot cure stays raised."""
+        error = self._error
+        if error is not None:
+            if not (isinstance(error, RejectedError) and error.code in FINAL_ERRORS):
+                self._error = None
+            raise error
 
     def _on_ack(self, logged: int, durable: int) -> None:
         self.logged = max(self.logged, logged)
@@ -296,6 +322,8 @@ class _PubProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.schemas_sent: set[str] = set()
         self.tables: dict[str, TableSchema] = {}
+        self._columns: dict[str, frozenset[str]] = {}  # per table: column names a row may have
+        self._required: dict[str, frozenset[str]] = {}  # and the ones it must have
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -341,7 +369,11 @@ class _PubProtocol(asyncio.Protocol):
         body = self.welcome_body
         if body is None or self.welcome.done() or set(body.get("tables", {})) - set(self.tables):
             return
-        self.owner.tables.update(self.tables)
+        owner = self.owner
+        owner.tables.update(self.tables)
+        for name, ts in self.tables.items():
+            owner._columns[name] = frozenset([*ts.wire.names, TP_TIME])
+            owner._required[name] = frozenset(ts.required)
         self.welcome.set_result(body)
 
     def _fail(self, exc: BaseException) -> None:

@@ -41,7 +41,7 @@ from tickerplant import log as tplog
 from tickerplant import protocol
 from tickerplant.aio import install_uvloop
 from tickerplant.clock import Calendar, Clock, SystemClock
-from tickerplant.exceptions import DataError, FrameTooLarge, ProtocolError, SchemaError, TickError
+from tickerplant.exceptions import DataError, FrameTooLarge, ProtocolError, TickError
 from tickerplant.protocol import Frame, FrameType
 from tickerplant.pubsub import Subscription, Topic
 from tickerplant.schema import Conformer, Registry, check_wire, evolve
@@ -510,8 +510,7 @@ class Tickerplant:
         self._stopped: asyncio.Event | None = None
         self._fatal: BaseException | None = None
         self.port = config.port
-        self.date = self.calendar.date(self.clock.now_ns())
-        self.writer = self._open_log(self.date)
+        self.writer = self._open_log(self.calendar.date(self.clock.now_ns()))
         self.last_seq = self.writer.last_seq
         self.pub_seen = dict(self.writer.pubs)
         self.syncer: Syncer
@@ -521,11 +520,16 @@ class Tickerplant:
 
     def _open_log(self, date: dt.date) -> tplog.LogWriter:
         """Open (or recover) the day's log and make sure it declares the current schemas."""
-        path = tplog.log_path(self.config.log_dir, date)
-        writer = tplog.LogWriter(path, date, compress=self.config.compress, created_ns=self.clock.now_ns())
-        if writer.ended:
-            raise SchemaError(f"{path} already holds an end of day; this day is closed. Check the TP clock "
-                              f"and --eod/--tz, or move the file away")
+        while True:
+            path = tplog.log_path(self.config.log_dir, date)
+            writer = tplog.LogWriter(path, date, compress=self.config.compress, created_ns=self.clock.now_ns())
+            if not writer.ended:
+                break
+            # That day was closed early (`tick eod`): carry on with the next one.
+            writer.close()
+            logger.info("%s is closed by an end of day; opening the next day's log", path)
+            date += dt.timedelta(days=1)
+        self.date = date
         control: list[bytes] = []
         for ts in self.registry:
             logged = writer.schemas.get(ts.name)
@@ -758,7 +762,6 @@ class Tickerplant:
             sub.conn.send(eod)
         logger.info("end of day %s (%s) at seq %d; next log %s", old, reason, self.last_seq,
                     tplog.log_path(self.config.log_dir, new))
-        self.date = new
         self.writer = self._open_log(new)
         self.last_seq = self.writer.last_seq
         self._arm_eod()
