@@ -53,6 +53,11 @@ class UpdReader:
         return self._source.get(table)
 
     def decode(self, frame: protocol.Frame) -> Message:
+        table, batch = self.decode_wire(frame)
+        return Message(table, frame.seq, frame.time, stamp(batch, frame.time, self.tables[table].schema))
+
+    def decode_wire(self, frame: protocol.Frame) -> tuple[str, pa.RecordBatch]:
+        """A UPD's table and rows in the current wire schema (no ``tp_time`` column yet)."""
         table, body = protocol.split_name(frame.payload)
         try:
             source = self._source[table]
@@ -62,5 +67,4 @@ class UpdReader:
             batch = protocol.read_batch(body, source)
         except protocol.ARROW_ERRORS as exc:
             raise ProtocolError(f"UPD seq {frame.seq} for {table!r}: unreadable Arrow batch: {exc}") from exc
-        batch = self._conform[table](batch)
-        return Message(table, frame.seq, frame.time, stamp(batch, frame.time, self.tables[table].schema))
+        return table, self._conform[table](batch)
