@@ -302,7 +302,7 @@ class Connection(asyncio.Protocol):
             self.reject("bad_request", f"{FrameType(ftype).name} is not a request a client may send", fatal=True)
 
     def require(self, role: str) -> None:
-        if role not in self.roles:
+        if role != self.role:
             raise _Rejected("role", f"a {self.role} connection may not do that; connect with role {role!r}")
 
     def on_hello(self, hello: Any) -> None:
@@ -317,9 +317,6 @@ class Connection(asyncio.Protocol):
                 self.reject("auth", f"token not accepted for role {role!r}; check the client's token "
                             f"against the TP's --auth-file", fatal=True)
                 return
-            self.roles = allowed
-        else:
-            self.roles = {"pub", "sub", "admin"}
         self.role = role
         self.name = str(hello.get("name", "?"))
         body: dict[str, Any] = {

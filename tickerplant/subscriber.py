@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import socket
@@ -198,10 +199,8 @@ class Subscriber:
         if sock is not None:
             # shutdown() wakes a recv() blocked in another thread (the iterating one);
             # close() alone does not, which left it waiting for the next heartbeat.
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def __iter__(self) -> Iterator[Message]:
