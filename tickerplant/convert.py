@@ -33,8 +33,21 @@ def is_row(data: Mapping[str, Any]) -> bool:
     return False
 
 
+# Up to this many rows, one C++ call converting the rows as structs beats nine column
+# conversions (16 us against 52 us for one trade row); past it, columns win.
+SMALL = 32
+
+
 def rows_to_batch(rows: Sequence[Mapping[str, Any]], table: TableSchema) -> pa.RecordBatch:
     """Many row dicts -> one batch (column by column, no Python object per value kept)."""
+    if len(rows) <= SMALL:
+        try:
+            batch = pa.RecordBatch.from_struct_array(pa.array(rows, type=table.row_type))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass  # the column path below converts more forms, and says precisely what failed
+        else:
+            if all(batch.column(name).null_count == 0 for name in table.required):
+                return batch
     names = set(table.wire.names)
     for row in rows[:1]:
         extra = set(row) - names - {TP_TIME}

@@ -13,6 +13,7 @@ Anything else is a :class:`SchemaError` whose message says how to migrate.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
@@ -67,9 +68,14 @@ class TableSchema:
         """What subscribers receive: the wire schema plus ``tp_time``."""
         return self.wire.append(pa.field(TP_TIME, TIMESTAMP, nullable=False))
 
-    @property
+    @functools.cached_property
     def required(self) -> list[str]:
         return [f.name for f in self.wire if not f.nullable]
+
+    @functools.cached_property
+    def row_type(self) -> pa.StructType:
+        """One row as an Arrow struct (converting row dicts in one call)."""
+        return pa.struct(list(self.wire))
 
 
 class Registry:
