@@ -720,9 +720,14 @@ class Tickerplant:
     # -- heartbeats and end of day -----------------------------------------------------
 
     def _heartbeat(self) -> None:
-        beat = protocol.encode(FrameType.HEARTBEAT, seq=self.last_seq, time=self.clock.now_ns())
+        now = self.clock.now_ns()
+        beat = protocol.encode(FrameType.HEARTBEAT, seq=self.last_seq, time=now)
+        # A subscriber still catching up from the log has not been sent everything up to
+        # last_seq: its heartbeat must not claim that position, or a filtered subscriber
+        # would move its position past the catch-up frames still to come and drop them.
+        catching_up = protocol.encode(FrameType.HEARTBEAT, seq=0, time=now)
         for conn in self.conns:
-            conn.send(beat)
+            conn.send(catching_up if conn.catchup is not None else beat)
         self._heartbeat_timer = self.loop.call_later(self.config.heartbeat, self._heartbeat)
 
     def _arm_eod(self) -> None:

@@ -23,7 +23,17 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import T0, TICK, Collector, TPFactory, TPProcess, trade_ids, trades, wait_until
-from tickerplant import ConnectionClosed, DataError, EndOfDay, Message, Publisher, RejectedError, admin, protocol
+from tickerplant import (
+    ConnectionClosed,
+    DataError,
+    EndOfDay,
+    Message,
+    Publisher,
+    RejectedError,
+    Subscriber,
+    admin,
+    protocol,
+)
 from tickerplant import log as tplog
 from tickerplant.convert import to_batch
 from tickerplant.protocol import Frame, FrameType
@@ -537,11 +547,13 @@ def test_slow_subscriber_is_disconnected(tp_process: TPFactory, collect: Collect
                 pub.publish("trade", trades(rows, rows * i))
             pub.flush(timeout=20)
             assert time.monotonic() - t0 < 20
-        wait_until(lambda: admin.stats(tp.address)["slow_disconnects"] == 1, 20, "the stalled subscriber's cut-off")
+        # The stalled one is cut. (On a loaded machine the normal one may be cut too; it then
+        # resumes from its position, which the assertions below prove loses nothing.)
+        wait_until(lambda: admin.stats(tp.address)["slow_disconnects"] >= 1, 20, "the stalled subscriber's cut-off")
         normal.wait_rows(n_batches * rows, timeout=30)
         assert normal.rows == n_batches * rows
         assert [m.seq for m in normal.messages] == list(range(1, n_batches + 1))
-        assert admin.stats(tp.address)["subscribers"] == 1
+        wait_until(lambda: admin.stats(tp.address)["subscribers"] == 1, 10, "only the normal subscriber left")
     finally:
         stalled.close()
     # The stalled client comes back with from_seq and gets everything.
@@ -549,6 +561,30 @@ def test_slow_subscriber_is_disconnected(tp_process: TPFactory, collect: Collect
     back.wait_rows(n_batches * rows, timeout=30)
     assert [m.seq for m in back.messages] == list(range(1, n_batches + 1))
     assert trade_ids(back.messages) == [f"t{i}" for i in range(n_batches * rows)]
+
+
+def test_filtered_catch_up_spanning_heartbeats_loses_nothing(tp_process: TPFactory) -> None:
+    # Regression: heartbeats sent during a catch-up carried the TP's latest seq; a table-
+    # filtered subscriber took it as its position and dropped the catch-up still to come.
+    tp = tp_process("--heartbeat", "0.05", "--sub-buffer", "20000")
+    n = 300
+    with Publisher(tp.address) as pub:
+        for i in range(n):
+            pub.publish("trade", trades(1000, 1000 * i))
+        pub.flush(timeout=30)
+    got: list[int] = []
+    with Subscriber(tp.address, tables=["trade"], from_seq=1, reconnect=False) as sub:
+        timer = threading.Timer(60, sub.close)
+        timer.start()
+        try:
+            for msg in sub:
+                got.append(msg.seq)
+                time.sleep(0.003)  # slow enough that the catch-up spans many heartbeats
+                if msg.seq >= n:
+                    break
+        finally:
+            timer.cancel()
+    assert got == list(range(1, n + 1))
 
 
 # --- 8. end of day --------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""Smoke tests for the benchmark scripts: they run end to end (tiny counts) and print the JSON they promise.
+
+Speed is never asserted here; only that every figure is present and the rows arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--no-baselines", "--json", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{script} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}"
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and v >= 0
+
+
+def _check_replay(r: dict[str, Any], rows: int | None = None) -> None:
+    for key in ("read_table", "read_table_lz4", "check", "check_lz4"):
+        fig = r[key]
+        assert _is_number(fig["rows_per_s"]) and fig["rows_per_s"] > 0, key
+        assert _is_number(fig["seconds"]) and _is_number(fig["mb_per_s"]), key
+        if rows is not None:
+            assert fig["rows"] == rows, (key, fig["rows"], rows)
+    assert r["read_table"]["rows"] == r["check"]["rows"] == r["read_table_lz4"]["rows"]
+    assert _is_number(r["rows_per_s"]) and _is_number(r["lz4_rows_per_s"]) and _is_number(r["check_rows_per_s"])
+    assert isinstance(r["goal_met"], bool)
+
+
+def test_bench_replay_quick() -> None:
+    r = _run("bench_replay.py")
+    _check_replay(r, rows=20_000)
+    assert "arrow_ipc_stream" not in r  # --no-baselines skips the reference read
+    assert r["nproc"] >= 1 and r["versions"]["pyarrow"]
+
+
+def test_bench_e2e_quick() -> None:
+    r = _run("bench_e2e.py")
+    assert r["machine"]["nproc"] >= 1
+    for pkg in ("python", "pyarrow", "tickerplant"):
+        assert r["versions"][pkg]
+    assert len(r["loadavg_before"]) == 3 and len(r["loadavg_after"]) == 3
+    assert "baselines" not in r
+    scen = r["scenarios"]
+
+    runs = [scen["batch_1000"], scen["per_tick"]["built"], scen["per_tick"]["prebuilt"]]
+    runs += [scen["latency"]["sync"], scen["latency"]["async"]]
+    for run in runs:
+        assert _is_number(run["rows_per_s"]) and run["rows_per_s"] > 0
+        assert _is_number(run["seconds"])
+        assert set(run["cpu_s"]) == {"tp", "publisher", "subscriber"}
+        assert all(_is_number(v) for v in run["cpu_s"].values())
+        assert run["messages_received"] >= 1
+        assert run["tp_stats"]["rejected"] == 0
+        assert len(run["samples"]) == 1
+    assert scen["batch_1000"]["rows"] == r["config"]["batch_rows"]
+    assert scen["per_tick"]["ticks_per_s"] == scen["per_tick"]["built"]["rows_per_s"]
+    assert scen["per_tick"]["built"]["rows"] == r["config"]["ticks"]
+
+    for variant in ("sync", "async"):
+        lat = scen["latency"][variant]["latency"]
+        for k in ("p50_us", "p99_us", "p999_us", "max_us"):
+            assert _is_number(lat[k]), (variant, k)
+        assert lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"]
+        assert lat["rows_measured"] == scen["latency"]["ticks"]
+        for part in ("publisher_to_tp", "tp_to_subscriber", "schedule"):
+            assert "p50_us" in lat[part]
+
+    _check_replay(scen["replay"])
+    assert set(r["goals"]) == {"batch_1000_rows_per_s", "per_tick_ticks_per_s", "latency_p50_us", "latency_p99_us",
+                               "replay_rows_per_s"}
+    for goal in r["goals"].values():
+        assert _is_number(goal["goal"]) and _is_number(goal["value"]) and isinstance(goal["met"], bool)
+    assert r["ratios"] == {}  # no baselines, no ratios
