@@ -78,7 +78,10 @@ class AsyncPublisher:
         self._pending_rows = 0
         self._timer: asyncio.TimerHandle | None = None
         # (pub seq, table, frame as header and body) for every UPD not yet acked as durable
-        self._unacked: collections.deque[tuple[int, str, tuple[bytes, pa.Buffer]]] = collections.deque()
+        # Kept as record batches, not frames: a frame is serialised when sent (again after a
+        # reconnect) and freed at once, so its memory is reused instead of page-faulted in
+        # fresh for every batch while hundreds of MB await their ack.
+        self._unacked: collections.deque[tuple[int, str, pa.RecordBatch]] = collections.deque()
         self.unacked_bytes = 0
         self._conn: _PubProtocol | None = None
         self._error: TickError | None = None  # raised by the next publish or flush
@@ -111,10 +114,17 @@ class AsyncPublisher:
             self.pub_seq = logged
         self._on_ack(logged, 0)
         self._conn = proto
-        for pub_seq, table, frame in self._unacked:
-            if pub_seq > self.logged:  # the TP would drop the rest as duplicates anyway
-                proto.send_upd(table, frame)
+        proto.last_sent = self.logged  # the TP would drop anything up to it as a duplicate
+        self._pump(proto)
         self._progress.set()
+
+    def _pump(self, proto: _PubProtocol) -> None:
+        """Send unacked updates this connection has not had yet, until its buffer is full."""
+        for pub_seq, table, batch in self._unacked:
+            if proto.paused:
+                return
+            if pub_seq > proto.last_sent:
+                proto.send_upd(table, pub_seq, batch)
 
     def _lost(self, proto: _PubProtocol, exc: BaseException | None) -> None:
         if self._conn is proto:
@@ -237,11 +247,11 @@ class AsyncPublisher:
                 self._send_batch(table, batch.slice(start, step))
             return
         self.pub_seq += 1
-        frame = protocol.upd_parts(table, batch, seq=self.pub_seq)
-        self._unacked.append((self.pub_seq, table, frame))
-        self.unacked_bytes += len(frame[0]) + frame[1].size
-        if self._conn is not None:
-            self._conn.send_upd(table, frame)
+        self._unacked.append((self.pub_seq, table, batch))
+        self.unacked_bytes += batch.nbytes
+        conn = self._conn
+        if conn is not None and not conn.paused and conn.last_sent == self.pub_seq - 1:
+            conn.send_upd(table, self.pub_seq, batch)  # otherwise resume_writing sends it
 
     async def wait_for_room(self) -> None:
         """Block while the re-send buffer is over ``max_unacked`` (asks the TP to fsync)."""
@@ -283,8 +293,7 @@ class AsyncPublisher:
         if durable > self.durable:
             self.durable = durable
             while self._unacked and self._unacked[0][0] <= durable:
-                head, body = self._unacked.popleft()[2]
-                self.unacked_bytes -= len(head) + body.size
+                self.unacked_bytes -= self._unacked.popleft()[2].nbytes
         self._progress.set()
 
     def _on_error(self, frame: Frame) -> None:
@@ -293,7 +302,7 @@ class AsyncPublisher:
         logger.error("%s: the TP rejected %s: %s", self.name, f"pub seq {frame.seq}" if frame.seq else "", error)
         if frame.seq:  # that update will never be accepted: do not re-send it
             kept = [u for u in self._unacked if u[0] != frame.seq]
-            self.unacked_bytes = sum(len(u[2][0]) + u[2][1].size for u in kept)
+            self.unacked_bytes = sum(u[2].nbytes for u in kept)
             self._unacked = collections.deque(kept)
         self._error = error
         self._progress.set()
@@ -322,11 +331,12 @@ class _PubProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.schemas_sent: set[str] = set()
         self.tables: dict[str, TableSchema] = {}
-        self._columns: dict[str, frozenset[str]] = {}  # per table: column names a row may have
-        self._required: dict[str, frozenset[str]] = {}  # and the ones it must have
+        self.paused = False  # the socket's buffer is full: hold frames back (they stay unacked)
+        self.last_sent = 0  # the pub seq of the last UPD written to this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport.set_write_buffer_limits(high=4 << 20)
         hello = {"role": "pub", "token": self.owner.token, "name": self.owner.name, "pub_id": self.owner.pub_id.hex()}
         self.transport.write(protocol.encode_json(FrameType.HELLO, hello))
 
@@ -334,13 +344,21 @@ class _PubProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def send_upd(self, table: str, frame: tuple[bytes, pa.Buffer]) -> None:
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.owner._pump(self)
+
+    def send_upd(self, table: str, pub_seq: int, batch: pa.RecordBatch) -> None:
+        self.last_sent = pub_seq
         if table not in self.schemas_sent:
             ts = self.owner.tables[table]
             self.send(protocol.encode_schema(table, ts.wire, ts.version))
             self.schemas_sent.add(table)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(frame)
+            self.transport.writelines(protocol.upd_parts(table, batch, seq=pub_seq))
 
     def data_received(self, data: bytes) -> None:
         try:
