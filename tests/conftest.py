@@ -97,7 +97,7 @@ class TPProcess:
             self.proc.stdout.close()
 
 
-def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
+def read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
     """The first line on the child's stdout, or None if it exits or times out first."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -140,7 +140,7 @@ class TPFactory:
         default_dir, stderr_path = self._paths()
         log_dir = log_dir or default_dir
         proc = self._popen(log_dir, port, args, stderr_path)
-        line = _read_line(proc, timeout)
+        line = read_first_line(proc, timeout)
         if line is None:
             try:  # stdout closed (it is exiting) or it said nothing in time
                 rc: int | None = proc.wait(5)

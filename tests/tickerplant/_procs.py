@@ -13,26 +13,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from tests.conftest import read_first_line
 
 ROOT = Path(__file__).resolve().parents[2]
 TICK = ROOT / ".venv" / "bin" / "tick"
 PYTHON = ROOT / ".venv" / "bin" / "python"
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for a TP that must keep its port across restarts)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -40,28 +32,6 @@ def _env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def _read_line(stream: IO[bytes], proc: subprocess.Popen[bytes], timeout: float) -> bytes:
-    """One line from a child's stdout pipe, or b"" if it exits or ``timeout`` passes first."""
-    fd = stream.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return b""
-            if not sel.select(min(left, 0.1)):
-                if proc.poll() is not None:
-                    return b""
-                continue
-            data = os.read(fd, 65536)
-            if not data:
-                return b""
-            buf += data
-    return buf.split(b"\n", 1)[0]
 
 
 class TPProcess:
@@ -90,7 +60,7 @@ class TPProcess:
                 cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=_env()
             )
         assert self.proc.stdout is not None
-        line = _read_line(self.proc.stdout, self.proc, timeout)
+        line = read_first_line(self.proc, timeout) or b""
         if not line:
             self.kill()
             text = self.stderr()

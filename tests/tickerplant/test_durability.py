@@ -29,13 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from tests.conftest import free_port
 from tickerplant import Message, Subscriber, admin, protocol
 from tickerplant import log as tplog
 from tickerplant.convert import to_batch
 from tickerplant.protocol import Frame, FrameType
 from tickerplant.schema import Registry
 
-from ._procs import TICK, TPProcess, end_process, free_port, spawn_python, trade_rows
+from ._procs import TICK, TPProcess, end_process, spawn_python, trade_rows
 
 TRADE = Registry.default()["trade"]
 CLOCK = ["--clock-start", "2026-03-02T12:00:00Z"]  # one trading date, whatever the wall clock says
