@@ -118,7 +118,7 @@ def recompress(src: Path, dst_dir: Path) -> Path:
         # _chunks is the log module's own verified-chunk reader; a bench may use it to keep
         # the chunk boundaries the TP chose.
         for chunk in tplog._chunks(src, tplog.FILE_HEADER_SIZE):
-            writer.append([], [chunk.payload], chunk.frames, chunk.first_seq, chunk.last_seq)
+            writer.append([], [chunk.payload], len(chunk.frames), chunk.first_seq, chunk.last_seq)
     finally:
         writer.close()
     return writer.path

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from tickerplant import protocol
-from tickerplant.exceptions import CorruptLog, LogError
+from tickerplant.exceptions import CorruptLog, LogError, ProtocolError
 from tickerplant.message import Message, UpdReader
 from tickerplant.protocol import Frame, FrameType
 from tickerplant.schema import TIMESTAMP, TP_TIME, Registry
@@ -46,6 +46,7 @@ CHUNK_HEADER = struct.Struct("<4sHHIIQQI")  # magic, flags, rsv, stored, raw, fi
 CHUNK_HEADER_SIZE = 40
 CHUNK_LZ4 = 1
 _CRC = struct.Struct("<I")
+_LENGTH = struct.Struct("<I")
 _ZEROS = bytes(8)
 _CONTROL = (FrameType.SCHEMA, FrameType.PUBMARK)
 
@@ -63,6 +64,24 @@ def encode_file_header(date: dt.date, created_ns: int) -> bytes:
     return head + _CRC.pack(zlib.crc32(head))
 
 
+def _frame_headers_crc(pieces: Sequence[bytes | memoryview]) -> int:
+    """CRC-32 of the 32-byte headers of the frames in ``pieces`` (a header never spans pieces)."""
+    crc, rest = 0, 0  # rest: payload bytes of the current frame still to skip
+    for piece in pieces:
+        size, pos = len(piece), 0
+        while pos < size:
+            if rest:
+                step = min(rest, size - pos)
+                rest -= step
+                pos += step
+                continue
+            head = piece[pos : pos + protocol.HEADER_SIZE]
+            crc = zlib.crc32(head, crc)
+            rest = _LENGTH.unpack_from(head, 4)[0]
+            pos += protocol.HEADER_SIZE
+    return crc
+
+
 def encode_chunk(
     pieces: Sequence[bytes | memoryview], frames: int, first_seq: int, last_seq: int, compress: bool = False
 ) -> list[bytes | memoryview]:
@@ -70,24 +89,22 @@ def encode_chunk(
 
     ``pieces`` concatenated are ``frames`` whole frames (a frame may span pieces, e.g. a
     re-stamped header and its payload). Control frames (SCHEMA, PUBMARK) come first, so
-    opening a log reads them without walking every UPD.
+    opening a log reads them without walking every UPD. The chunk's CRC covers its header
+    and the frames' headers, each of which holds the CRC of its own payload: payload bytes
+    are hashed once, by whoever made the frame, not again here.
     """
     raw_len = sum(len(p) for p in pieces)
     out: list[bytes | memoryview]
     if compress:
         stored = lz4.block.compress(b"".join(pieces), store_size=False)
         out, stored_len, flags = [stored], len(stored), CHUNK_LZ4
-        crc = zlib.crc32(stored)
     else:
         out, stored_len, flags = list(pieces), raw_len, 0
-        crc = 0
-        for p in pieces:
-            crc = zlib.crc32(p, crc)
     head = CHUNK_HEADER.pack(CHUNK_MAGIC, flags, 0, stored_len, raw_len, first_seq, last_seq, frames)
     pad = _align8(stored_len) - stored_len
     if pad:
         out.append(_ZEROS[:pad])
-    return [head + _CRC.pack(zlib.crc32(head, crc)), *out]
+    return [head + _CRC.pack(zlib.crc32(head, _frame_headers_crc(pieces))), *out]
 
 
 @dataclass
@@ -96,15 +113,12 @@ class Chunk:
     end: int  # offset of the next chunk
     first_seq: int
     last_seq: int
-    frames: int
     payload: memoryview  # the frames, decompressed
+    frames: list[Frame]  # verified
 
 
 def _verify(head: bytes | memoryview, stored: bytes | memoryview, pos: int, end: int) -> Chunk | str:
     _magic, flags, _rsv, _stored, raw, first, last, nframes = CHUNK_HEADER.unpack_from(head, 0)
-    (want,) = _CRC.unpack_from(head, CHUNK_HEADER_SIZE - 4)
-    if zlib.crc32(head[: CHUNK_HEADER_SIZE - 4], zlib.crc32(stored)) != want:
-        return "chunk checksum mismatch"
     if flags & CHUNK_LZ4:
         try:
             payload = memoryview(lz4.block.decompress(stored, uncompressed_size=raw))
@@ -112,7 +126,16 @@ def _verify(head: bytes | memoryview, stored: bytes | memoryview, pos: int, end:
             return f"lz4 chunk does not decompress: {exc}"
     else:
         payload = memoryview(stored)
-    return Chunk(pos, end, first, last, nframes, payload)
+    try:
+        frames, used = protocol.FrameDecoder(max_frame=1 << 32).parse(payload)  # checks every frame's CRC
+    except ProtocolError as exc:
+        return f"bad frame in chunk: {exc}"
+    if used != len(payload) or len(frames) != nframes:
+        return f"chunk holds {len(frames)} whole frames in {used} of {len(payload)} bytes, header says {nframes}"
+    (want,) = _CRC.unpack_from(head, CHUNK_HEADER_SIZE - 4)
+    if zlib.crc32(head[: CHUNK_HEADER_SIZE - 4], _frame_headers_crc([payload])) != want:
+        return "chunk checksum mismatch"
+    return Chunk(pos, end, first, last, payload, frames)
 
 
 def _header_problem(head: bytes | memoryview, pos: int, size: int) -> str | int:
@@ -165,13 +188,6 @@ def _next_valid_chunk(buf: memoryview, pos: int) -> int | None:
             return found
         search = found + 1
     return None
-
-
-def _frames(chunk: Chunk) -> list[Frame]:
-    frames, used = protocol.decode_all(chunk.payload)
-    if used != len(chunk.payload) or len(frames) != chunk.frames:
-        raise LogError(f"chunk at offset {chunk.offset} holds malformed frames")
-    return frames
 
 
 @dataclass
@@ -233,7 +249,7 @@ def check(path: str | Path, count_rows: bool = True) -> LogStatus:
     path = Path(path)
     status = LogStatus(str(path), valid_bytes=FILE_HEADER_SIZE)
     for chunk in _chunks(path, FILE_HEADER_SIZE, status):
-        for frame in _frames(chunk):
+        for frame in chunk.frames:
             if frame.type == FrameType.UPD:
                 status.messages += 1
                 status.rows += frame.aux
@@ -285,7 +301,7 @@ def iter_frames(path: str | Path, start: int = FILE_HEADER_SIZE, strict: bool = 
     status = None if strict else LogStatus(str(path))
     try:
         for chunk in _chunks(path, start, status):
-            for frame in _frames(chunk):
+            for frame in chunk.frames:
                 messages += frame.type == FrameType.UPD
                 yield frame
     except CorruptLog as exc:
