@@ -266,7 +266,9 @@ class Connection(asyncio.Protocol):
             try:
                 self.handle(frame, now)
             except TickError as exc:
-                self.reject(getattr(exc, "code", "bad_request"), str(exc), fatal=True)
+                # For a rejected UPD, seq names it, so the publisher drops it instead of re-sending.
+                seq = frame.seq if frame.type == FrameType.UPD else 0
+                self.reject(getattr(exc, "code", "bad_request"), str(exc), fatal=True, seq=seq)
 
     # -- frames ------------------------------------------------------------------------
 
