@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import T0, Collector, TPFactory, TPProcess, free_port, trade_ids, trades
-from tickerplant import AsyncPublisher, AsyncSubscriber, Message, Publisher
+from tickerplant import AsyncPublisher, AsyncSubscriber, Message, Publisher, Subscriber
 from tickerplant import log as tplog
 from tickerplant.schema import TIMESTAMP, Registry
 
@@ -171,3 +171,34 @@ def test_subscriber_resumes_after_tp_sigkill(tp_process: TPFactory, collect: Col
     assert [m.seq for m in c.messages] == list(range(1, c.messages[-1].seq + 1))
     status = tplog.check(tp.log)
     assert status.ok and status.rows == len(want)
+
+
+def test_callback_forms(tp: TPProcess) -> None:
+    with Publisher(tp.address) as pub:
+        pub.publish("trade", trades(30, 0))
+        pub.flush(timeout=10)
+
+    seen: list[Message] = []
+    sub = Subscriber(tp.address, tables=["trade"], from_seq=1)
+
+    def on_msg(msg: Message) -> None:
+        seen.append(msg)
+        if sum(m.data.num_rows for m in seen) >= 30:
+            sub.close()
+
+    sub.run(on_msg)
+    assert trade_ids(seen) == [f"t{i}" for i in range(30)]
+
+    async def main() -> list[Message]:
+        got: list[Message] = []
+        asub = AsyncSubscriber(tp.address, tables=["trade"], from_seq=1)
+
+        async def on_async(msg: Message) -> None:
+            got.append(msg)
+            if sum(m.data.num_rows for m in got) >= 30:
+                await asub.close()
+
+        await asyncio.wait_for(asub.run(on_async), 20)
+        return got
+
+    assert trade_ids(asyncio.run(main())) == [f"t{i}" for i in range(30)]
