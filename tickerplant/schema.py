@@ -95,10 +95,14 @@ class Registry:
         try:
             return self.tables[name]
         except KeyError:
-            raise DataError(
-                f"unknown table {name!r}; tables in {self.source}: {', '.join(sorted(self.tables))}. "
-                f"Declare it in the schema file (tick tp --schema FILE)"
-            ) from None
+            raise self.unknown(name) from None
+
+    def unknown(self, name: str) -> DataError:
+        """The error for a table that is not declared, naming the ones that are."""
+        return DataError(
+            f"unknown table {name!r}; tables in {self.source}: {', '.join(sorted(self.tables))}. "
+            f"Declare it in the schema file (tick tp --schema FILE)"
+        )
 
     @classmethod
     def default(cls) -> Registry:

@@ -28,7 +28,6 @@ import contextlib
 import datetime as dt
 import logging
 import signal
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -356,7 +355,7 @@ class Connection(asyncio.Protocol):
         self.require("pub")
         table, schema = protocol.decode_schema(frame)
         if table not in self.tp.registry:
-            raise _Rejected("unknown_table", str(_unknown(self.tp.registry, table)))
+            raise _Rejected("unknown_table", str(self.tp.registry.unknown(table)))
         try:
             self.conformers[table] = check_wire(schema, self.tp.registry[table])
         except DataError as exc:
@@ -369,7 +368,7 @@ class Connection(asyncio.Protocol):
         conform = self.conformers.get(table)
         if conform is None:
             if table not in self.tp.registry:
-                raise _Rejected("unknown_table", str(_unknown(self.tp.registry, table)))
+                raise _Rejected("unknown_table", str(self.tp.registry.unknown(table)))
             raise _Rejected("order", f"UPD for {table!r} before its SCHEMA frame; send the schema first")
         tp = self.tp
         if frame.seq <= tp.pub_seen.get(self.pub_id, 0):
@@ -404,7 +403,7 @@ class Connection(asyncio.Protocol):
             tables = list(registry.tables)
         for t in tables:
             if t not in registry:
-                raise _Rejected("unknown_table", str(_unknown(registry, t)))
+                raise _Rejected("unknown_table", str(registry.unknown(t)))
         syms = req.get("syms")
         if syms is not None and (not isinstance(syms, list) or not all(isinstance(s, str) for s in syms)):
             raise _Rejected("bad_request", "syms must be a list of strings or null")
@@ -476,14 +475,6 @@ class _Rejected(TickError):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-
-
-def _unknown(registry: Registry, table: str) -> DataError:
-    try:
-        registry[table]
-    except DataError as exc:
-        return exc
-    raise AssertionError(table)
 
 
 class Tickerplant:
@@ -781,10 +772,6 @@ class Tickerplant:
             "connections": len(self.conns),
             "publishers": sum(1 for c in self.conns if c.role == "pub"),
         }
-
-
-def new_pub_id() -> bytes:
-    return uuid.uuid4().bytes
 
 
 def run(config: Config, ready: Callable[[Tickerplant], None] | None = None) -> None:
