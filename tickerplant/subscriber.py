@@ -156,7 +156,32 @@ class SubscriberState:
         return None
 
 
-class Subscriber:
+class _SubscriberBase:
+    """What both subscriber shells hold: where to connect, what to ask for, where they are."""
+
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        tables: Sequence[str] | None,
+        syms: Sequence[str] | None,
+        from_seq: int | None,
+        token: str | None,
+        name: str,
+        reconnect: bool,
+    ) -> None:
+        self.address = parse_address(address)
+        self.state = SubscriberState(tables, syms, from_seq, token, name)
+        self.reconnect = reconnect
+        self.reconnects = 0
+        self._closed = False
+
+    @property
+    def position(self) -> int | None:
+        """The last sequence number up to which this subscriber has everything meant for it."""
+        return self.state.position
+
+
+class Subscriber(_SubscriberBase):
     """Blocking subscriber: iterate it for messages, or ``run(callback)``.
 
     ``for msg in Subscriber("127.0.0.1:5010", tables=["trade"], syms=["BTCUSD"], from_seq=0)``
@@ -175,17 +200,9 @@ class Subscriber:
         reconnect: bool = True,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.address = parse_address(address)
-        self.state = SubscriberState(tables, syms, from_seq, token, name)
-        self.reconnect = reconnect
+        super().__init__(address, tables, syms, from_seq, token, name, reconnect)
         self.connect_timeout = connect_timeout
-        self.reconnects = 0
         self._sock: socket.socket | None = None
-        self._closed = False
-
-    @property
-    def position(self) -> int | None:
-        return self.state.position
 
     def __enter__(self) -> Subscriber:
         return self
@@ -273,7 +290,7 @@ class Subscriber:
                     yield event
 
 
-class AsyncSubscriber:
+class AsyncSubscriber(_SubscriberBase):
     """asyncio subscriber: ``async for msg in AsyncSubscriber(...)`` or ``await run(cb)``.
 
     Received messages wait in a bounded queue; when it is full the socket stops being
@@ -293,21 +310,13 @@ class AsyncSubscriber:
         reconnect: bool = True,
         max_queue: int = 1000,
     ) -> None:
-        self.address = parse_address(address)
-        self.state = SubscriberState(tables, syms, from_seq, token, name)
-        self.reconnect = reconnect
+        super().__init__(address, tables, syms, from_seq, token, name, reconnect)
         self.max_queue = max_queue
-        self.reconnects = 0
         self._queue: collections.deque[Message | EndOfDay | BaseException] = collections.deque()
         self._ready = asyncio.Event()
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
         self._paused = False
-
-    @property
-    def position(self) -> int | None:
-        return self.state.position
 
     async def __aenter__(self) -> AsyncSubscriber:
         return self
