@@ -36,15 +36,7 @@ def stats(address: str, token: str | None = None, timeout: float = 10.0) -> dict
 
 
 def end_of_day(address: str, token: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
-    """Roll the day now; returns the TP's counters for the new day once it has rolled."""
-    before = stats(address, token, timeout)
-    _request(address, token, FrameType.EOD_REQUEST, FrameType.HEARTBEAT, timeout)
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = stats(address, token, timeout)
-        if now["date"] != before["date"]:
-            return {"closed": before["date"], "closed_seq": before["seq"], **now}
-        time.sleep(0.05)
-    raise TimeoutError(f"the TP did not roll the day within {timeout}s")
+    """Roll the day now; returns the closed day and seq, and the TP's counters for the new day."""
+    eod = _request(address, token, FrameType.EOD_REQUEST, FrameType.EOD, timeout)
+    closed = eod.json()
+    return {"closed": closed["date"], "closed_seq": eod.seq, **stats(address, token, timeout)}

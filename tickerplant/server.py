@@ -295,7 +295,7 @@ class Connection(asyncio.Protocol):
             self.on_sub(frame.json())
         elif ftype == FrameType.EOD_REQUEST:
             self.require("admin")
-            self.tp.loop.create_task(self.tp.end_of_day(reason=f"requested by {self.peer}"))
+            self.tp.loop.create_task(self.tp.end_of_day(reason=f"requested by {self.peer}", requester=self))
         elif ftype == FrameType.STATS_REQUEST:
             self.require("admin")
             self.send(protocol.encode_json(FrameType.STATS, self.tp.stats_dict(), seq=self.tp.last_seq))
@@ -733,7 +733,7 @@ class Tickerplant:
             return
         self.loop.create_task(self.end_of_day(reason="scheduled"))
 
-    async def end_of_day(self, reason: str = "") -> None:
+    async def end_of_day(self, reason: str = "", requester: Connection | None = None) -> None:
         """Close today's log with an EOD frame, tell subscribers, start the next day at seq 1."""
         if self._eod_timer is not None:
             self._eod_timer.cancel()
@@ -760,6 +760,8 @@ class Tickerplant:
         self.writer = self._open_log(new)
         self.last_seq = self.writer.last_seq
         self._arm_eod()
+        if requester is not None:  # `tick eod` waits for this: the day has rolled
+            requester.send(eod)
 
     def stats_dict(self) -> dict[str, Any]:
         return {
