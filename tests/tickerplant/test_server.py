@@ -594,7 +594,7 @@ def test_end_of_day_with_injected_clock(tp_process: TPFactory, collect: Collect)
     today = dt.datetime.now(dt.UTC).date()
     tomorrow, after = today + dt.timedelta(days=1), today + dt.timedelta(days=2)
     # A few seconds before midnight: enough to start, subscribe and publish the first rows.
-    tp = tp_process("--clock-start", f"{today}T23:59:55Z")
+    tp = tp_process("--clock-start", f"{today}T23:59:52Z")
     assert tp.log.name == f"{today}.log"
     c = collect(tp.address)
     c.wait_subscribed()
