@@ -31,6 +31,34 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+class _RowPrinter:
+    """Prints messages' rows as one table per table name: a header once, columns kept aligned."""
+
+    def __init__(self) -> None:
+        self.widths: dict[str, dict[str, int]] = {}
+
+    def print(self, msg: Any, limit: int | None = None) -> int:
+        frame = msg.data.to_pandas()
+        if limit is not None:
+            frame = frame.head(limit)
+        frame.insert(0, "#seq", msg.seq)
+        first = msg.table not in self.widths
+        widths = self.widths.setdefault(msg.table, {})
+        for col in frame.columns:
+            cells = frame[col].astype(str)
+            widths[col] = max(widths.get(col, len(col)), int(cells.str.len().max()) if len(cells) else 0)
+        # Rendered with its header every time (pandas aligns differently without one), which
+        # is then dropped after the first message.
+        text = frame.to_string(index=False, col_space=widths)
+        if first:
+            print(f"-- {msg.table}")
+        else:
+            text = text.partition("\n")[2]
+        if text:
+            print(text, flush=True)
+        return len(frame)
+
+
 @app.command()
 def tp(
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 5010,
@@ -89,7 +117,7 @@ def sub(
 
     sym_list = [s for s in syms.split(",") if s] if syms else None
     rows = 0
-    header_for: set[str] = set()
+    table_printer = _RowPrinter()
     start = last = time.monotonic()
     window = 0
     try:
@@ -103,15 +131,8 @@ def sub(
                         print(f"seq {msg.seq}  rows {rows}  {window / (now - last):,.0f} rows/s", flush=True)
                         last, window = now, 0
                 else:
-                    frame = msg.data.to_pandas()
-                    frame.insert(0, "#seq", msg.seq)
-                    if limit is not None:
-                        frame = frame.head(max(limit - rows + msg.data.num_rows, 0))
-                    text = frame.to_string(index=False, header=msg.table not in header_for)
-                    if msg.table not in header_for:
-                        print(f"-- {msg.table}")
-                        header_for.add(msg.table)
-                    print(text, flush=True)
+                    keep = None if limit is None else max(limit - rows + msg.data.num_rows, 0)
+                    table_printer.print(msg, keep)
                 if limit is not None and rows >= limit:
                     break
     except RejectedError as exc:
@@ -186,16 +207,10 @@ def log_cat(
 
     registry = Registry.load(schema) if schema else None
     printed = 0
-    seen: set[str] = set()
+    printer = _RowPrinter()
     try:
         for msg in log.replay(path, registry, tables=[table] if table else None):
-            frame = msg.data.to_pandas().head(limit - printed)
-            frame.insert(0, "#seq", msg.seq)
-            if msg.table not in seen:
-                print(f"-- {msg.table}")
-            print(frame.to_string(index=False, header=msg.table not in seen))
-            seen.add(msg.table)
-            printed += len(frame)
+            printed += printer.print(msg, limit - printed)
             if printed >= limit:
                 break
     except TickError as exc:
