@@ -44,9 +44,9 @@ class _RowPrinter:
         frame.insert(0, "#seq", msg.seq)
         first = msg.table not in self.widths
         widths = self.widths.setdefault(msg.table, {})
-        for col in frame.columns:
-            cells = frame[col].astype(str)
-            widths[col] = max(widths.get(col, len(col)), int(cells.str.len().max()) if len(cells) else 0)
+        for col in frame.columns:  # display only: a Python loop over the printed cells is fine
+            longest = max((len(str(v)) for v in frame[col].tolist()), default=0)
+            widths[col] = max(widths.get(col, len(col)), longest)
         # Rendered with its header every time (pandas aligns differently without one), which
         # is then dropped after the first message.
         text = frame.to_string(index=False, col_space=widths)
