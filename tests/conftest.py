@@ -328,3 +328,83 @@ def collect() -> Iterator[Callable[..., Collector]]:
         for c in made:
             with contextlib.suppress(Exception):
                 c.close()
+
+
+# --- other tick processes (rdb, hdb) --------------------------------------------------------
+
+
+class ServiceProcess:
+    """A running ``tick rdb`` or ``tick hdb`` child process, started by :class:`ServiceFactory`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], args: tuple[str, ...],
+                 stderr_path: Path) -> None:
+        self.proc = proc
+        self.info = info
+        self.address: str = info["listening"]
+        self.args = args
+        self.stderr_path = stderr_path
+
+    def __repr__(self) -> str:
+        return f"ServiceProcess(pid={self.proc.pid}, tick {' '.join(self.args[:1])} at {self.address})"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self!r} did not exit within {timeout}s of SIGTERM\n{self.stderr()}") from None
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return rc
+
+
+class ServiceFactory:
+    """``services("rdb", "--tp", addr, ...)`` starts ``tick rdb ...`` and waits for its listening line."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: list[ServiceProcess] = []
+
+    def __call__(self, *args: str, timeout: float = START_TIMEOUT) -> ServiceProcess:
+        stderr_path = self.base / f"{args[0]}{len(self.procs)}.stderr"
+        with open(stderr_path, "wb") as err:
+            proc = subprocess.Popen([TICK, *args], stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                    cwd=self.base)
+        line = read_first_line(proc, timeout)
+        if line is None:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"tick {' '.join(args)} did not start:\n{stderr_path.read_text(errors='replace')}")
+        service = ServiceProcess(proc, json.loads(line), args, stderr_path)
+        self.procs.append(service)
+        return service
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.kill()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[ServiceFactory]:
+    factory = ServiceFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.cleanup()

@@ -5,6 +5,7 @@ and fans it out to subscribers. The public API::
 
     from tickerplant import Publisher, Subscriber          # blocking
     from tickerplant import AsyncPublisher, AsyncSubscriber  # asyncio
+    from tickerplant import connect                          # SQL to an RDB or HDB
 """
 
 from tickerplant.exceptions import (
@@ -13,12 +14,14 @@ from tickerplant.exceptions import (
     DataError,
     LogError,
     ProtocolError,
+    QueryError,
     RejectedError,
     SchemaError,
     TickError,
 )
 from tickerplant.message import Message
 from tickerplant.publisher import AsyncPublisher, Publisher
+from tickerplant.query import QueryClient, Result, connect
 from tickerplant.subscriber import AsyncSubscriber, EndOfDay, Subscriber
 
 __all__ = [
@@ -32,8 +35,12 @@ __all__ = [
     "Message",
     "ProtocolError",
     "Publisher",
+    "QueryClient",
+    "QueryError",
     "RejectedError",
+    "Result",
     "SchemaError",
     "Subscriber",
     "TickError",
+    "connect",
 ]

@@ -17,8 +17,11 @@ app = typer.Typer(help="tickerplant: a kdb+/q-style market-data tick system.", n
                   add_completion=False, pretty_exceptions_enable=False)
 log_app = typer.Typer(help="Check, repair and print tickerplant log files.", no_args_is_help=True)
 feed_app = typer.Typer(help="Feed handlers that publish to a tickerplant.", no_args_is_help=True)
+hdb_app = typer.Typer(help="Serve the historical database (Parquet partitions) to SQL queries; `load` backfills.",
+                      invoke_without_command=True)
 app.add_typer(log_app, name="log")
 app.add_typer(feed_app, name="feed")
+app.add_typer(hdb_app, name="hdb")
 
 
 def _logging(verbose: bool) -> None:
@@ -273,6 +276,172 @@ def feed_sim(
     except (TickError, OSError) as exc:
         raise _fail(str(exc)) from None
     print(json.dumps(counts))
+
+
+def _listening(address: tuple[str, int], **extra: Any) -> None:
+    # One machine-readable line on stdout: scripts and tests read the port from it.
+    print(json.dumps({"listening": f"{address[0]}:{address[1]}", **extra}), flush=True)
+
+
+def _tokens(auth_file: Path | None) -> dict[str, set[str]] | None:
+    from tickerplant.server import load_tokens
+
+    return load_tokens(auth_file)
+
+
+@app.command()
+def rdb(
+    tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
+    hdb: Annotated[Path, typer.Option(help="HDB directory: end of day writes here; queries read it.")] = Path("hdb"),
+    port: Annotated[int, typer.Option(help="Query port (0 = any free port).")] = 5011,
+    bind: Annotated[str, typer.Option(help="Address to listen on for queries.")] = "127.0.0.1",
+    log_dir: Annotated[Path | None, typer.Option(help="The TP's log directory (default: the TP's, if local).")] = None,
+    schema: Annotated[Path | None, typer.Option(help="The TP's schema file (default: built-in).")] = None,
+    token: Annotated[str | None, typer.Option(help="Token to subscribe to the TP with.")] = None,
+    auth_file: Annotated[Path | None, typer.Option(help="Tokens allowed to query: `<token> query` per line.")] = None,
+    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
+    max_rows: Annotated[int, typer.Option(help="Most rows a query may return.")] = 1_000_000,
+    workers: Annotated[int, typer.Option(help="Queries run at once.")] = 10,
+    verbose: bool = False,
+) -> None:
+    """Run a real-time database: replay today's log, then live; SQL over today and history."""
+    from rdb import server
+    from tickerplant.exceptions import TickError
+
+    _logging(verbose)
+    try:
+        config = server.Config(tp=tp, hdb=hdb, host=bind, port=port, log_dir=log_dir, schema=schema, token=token,
+                               tokens=_tokens(auth_file), query_timeout=query_timeout, max_rows=max_rows,
+                               workers=workers)
+        server.run(config, lambda r: _listening(r.address or (bind, port), tp=tp, hdb=str(hdb)))
+    except (TickError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@hdb_app.callback()
+def hdb_serve(
+    ctx: typer.Context,
+    dir: Annotated[Path | None, typer.Option("--dir", help="HDB directory.")] = None,
+    port: Annotated[int, typer.Option(help="Query port (0 = any free port).")] = 5012,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    schema: Annotated[Path | None, typer.Option(help="Schema file (default: built-in).")] = None,
+    auth_file: Annotated[Path | None, typer.Option(help="Tokens allowed to query: `<token> query` per line.")] = None,
+    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
+    max_rows: Annotated[int, typer.Option(help="Most rows a query may return.")] = 1_000_000,
+    workers: Annotated[int, typer.Option(help="Queries run at once.")] = 10,
+    verbose: bool = False,
+) -> None:
+    """Serve the HDB to SQL queries (history only; an RDB serves today and history)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if dir is None:
+        raise _fail("tick hdb needs --dir DIR (the HDB directory), or a subcommand: tick hdb load --help")
+    from hdb import service
+    from tickerplant.exceptions import TickError
+
+    _logging(verbose)
+    try:
+        service.run(dir, host=bind, port=port, schema=schema, timeout=query_timeout, max_rows=max_rows,
+                    workers=workers, tokens=_tokens(auth_file), ready=lambda a: _listening(a, hdb=str(dir)))
+    except (TickError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@hdb_app.command("load")
+def hdb_load(
+    source: Annotated[Path, typer.Argument(help="A .parquet or .csv file of the table's columns.")],
+    dir: Annotated[Path, typer.Option("--dir", help="HDB directory.")],
+    table: Annotated[str, typer.Option(help="Table to load into (declared in the schema).")],
+    date: Annotated[str, typer.Option(help="Partition date YYYY-MM-DD.")],
+    schema: Annotated[Path | None, typer.Option(help="Schema file (default: built-in).")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace the day's partition if it exists.")] = False,
+) -> None:
+    """Backfill one day of a table from Parquet or CSV, validated against the schema."""
+    import datetime as dt
+
+    from hdb import load
+    from tickerplant.exceptions import TickError
+    from tickerplant.schema import Registry
+
+    _logging(False)
+    try:
+        day = dt.date.fromisoformat(date)
+        result = load.load(dir, table, day, source, Registry.load(schema), replace=replace)
+    except (TickError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    print(f"loaded {result.rows:,} rows into {result.path} in {result.seconds:.2f}s")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One SELECT (or WITH, EXPLAIN, DESCRIBE, SHOW) statement.")],
+    connect: Annotated[str | None, typer.Option(help="RDB or HDB query service HOST:PORT.")] = None,
+    hdb: Annotated[Path | None, typer.Option(help="Query an HDB directory directly (no service).")] = None,
+    format: Annotated[str, typer.Option(help="table | csv | json | parquet")] = "table",
+    out: Annotated[Path | None, typer.Option(help="Write the result to this file (parquet needs it).")] = None,
+    token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds the query may run.")] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Most rows to return.")] = None,
+    schema: Annotated[Path | None, typer.Option(help="Schema file, with --hdb (default: built-in).")] = None,
+) -> None:
+    """Run SQL against an RDB/HDB service (--connect) or an HDB directory (--hdb)."""
+    from tickerplant.exceptions import TickError
+
+    if (connect is None) == (hdb is None):
+        raise _fail("give exactly one of --connect HOST:PORT (an RDB or HDB service) or --hdb DIR")
+    if format not in ("table", "csv", "json", "parquet"):
+        raise _fail(f"--format {format!r} is not one of table, csv, json, parquet")
+    if format == "parquet" and out is None:
+        raise _fail("--format parquet needs --out FILE")
+    try:
+        if connect is not None:
+            from tickerplant.query import connect as connect_to
+
+            with connect_to(connect, token=token) as db:
+                result = db.sql(sql, timeout=timeout, max_rows=max_rows).arrow()
+        else:
+            from hdb.engine import QueryEngine
+            from tickerplant.schema import Registry
+
+            with QueryEngine(hdb, Registry.load(schema)) as engine:
+                result = engine.execute(sql, timeout=timeout, max_rows=max_rows)
+        _write_result(result, format, out)
+    except (TickError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _write_result(table: Any, format: str, out: Path | None) -> None:
+    """Print or save a query result (a pyarrow Table)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    if format == "parquet":
+        pq.write_table(table, out, compression="zstd")
+        print(f"wrote {table.num_rows:,} rows to {out}", file=sys.stderr)
+        return
+    if format == "csv":
+        if out is not None:
+            pcsv.write_csv(table, out)
+        else:
+            pcsv.write_csv(table, sys.stdout.buffer)
+        return
+    if format == "json":
+        import pyarrow as pa
+
+        # Dates as "YYYY-MM-DD" (pandas would make them midnight timestamps); timestamps keep their ns.
+        dates = [pa.types.is_date(t) for t in table.schema.types]
+        table = table.from_arrays([c.cast(pa.string()) if d else c for c, d in zip(table.columns, dates, strict=True)],
+                                  names=table.column_names)
+        text = table.to_pandas().to_json(orient="records", lines=True, date_format="iso", date_unit="ns").rstrip("\n")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 200, "display.width", 200, "display.max_columns", 50):
+            text = table.to_pandas().to_string(index=False) + f"\n({table.num_rows:,} rows)"
+    if out is not None:
+        out.write_text(text + "\n")
+    else:
+        print(text)
 
 
 def main() -> None:

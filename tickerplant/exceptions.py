@@ -7,6 +7,7 @@
     ├── ProtocolError          bytes on the wire are not a valid frame (connection is dropped)
     │   └── FrameTooLarge      a frame header announces more than the size limit
     ├── RejectedError          the peer refused a request (ERROR frame); carries its code
+    │   └── QueryError         a SQL query was refused, stopped or failed; carries its code
     ├── DataError              published data does not fit its table's schema
     ├── LogError               a log file cannot be read
     │   └── CorruptLog         a checksum fails; carries the valid prefix and where it ends
@@ -49,6 +50,14 @@ class RejectedError(TickError):
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+class QueryError(RejectedError):
+    """A SQL query was refused (not a read statement), stopped (timeout, result too large) or failed.
+
+    Codes: ``query_refused``, ``query_timeout``, ``result_too_large``, ``query_failed``.
+    Raised where the query runs and, with the same code and reason, by the client.
+    """
 
 
 class DataError(TickError, ValueError):

@@ -56,6 +56,8 @@ class FrameType(enum.IntEnum):
     EOD_REQUEST = 13  # admin -> TP: roll the day now
     STATS_REQUEST = 14  # admin -> TP
     STATS = 15  # TP -> admin: counters (JSON)
+    QUERY = 16  # client -> query service: seq = query id; SQL text and limits (JSON)
+    RESULT = 17  # query service -> client: seq = query id; rows, bytes, seconds (JSON), after the UPDs
 
 
 _TYPES = frozenset(int(t) for t in FrameType)

@@ -326,6 +326,7 @@ class Connection(asyncio.Protocol):
             "heartbeat": self.tp.config.heartbeat,
             "max_frame": self.tp.config.max_frame,
             "tables": {t.name: t.version for t in self.tp.registry},
+            "log": str(self.tp.writer.path),
         }
         frames = []
         if role == "pub":

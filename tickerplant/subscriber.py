@@ -83,6 +83,7 @@ class SubscriberState:
         self.name = name
         self.position: int | None = None  # everything up to here has been received
         self.date: str | None = None
+        self.welcome: dict[str, Any] = {}  # the TP's last WELCOME: date, seq, log path, tables
         self.heartbeat = 1.0
         self.gaps = 0
         self.reader = UpdReader()
@@ -128,6 +129,7 @@ class SubscriberState:
             return None
         if ftype == FrameType.WELCOME:
             body = frame.json()
+            self.welcome = body
             self.heartbeat = float(body.get("heartbeat", 1.0))
             if self.date is not None and body["date"] != self.date and self.position is not None:
                 # The TP rolled the day while we were away: the new day starts at 1.
@@ -296,6 +298,11 @@ class AsyncSubscriber(_SubscriberBase):
     Received messages wait in a bounded queue; when it is full the socket stops being
     read, so a slow consumer pushes back on the TP (which may then cut it off and the
     subscriber resumes from its position) instead of growing memory without bound.
+
+    With ``on_event``, each message and end of day is handed to that callback as soon
+    as it is read, in order, instead of being queued (for consumers that apply updates
+    without awaiting, like the RDB); ``events()`` then only drives the connection and
+    raises its final error.
     """
 
     def __init__(
@@ -309,9 +316,11 @@ class AsyncSubscriber(_SubscriberBase):
         name: str = "subscriber",
         reconnect: bool = True,
         max_queue: int = 1000,
+        on_event: Callable[[Message | EndOfDay], None] | None = None,
     ) -> None:
         super().__init__(address, tables, syms, from_seq, token, name, reconnect)
         self.max_queue = max_queue
+        self.on_event = on_event
         self._queue: collections.deque[Message | EndOfDay | BaseException] = collections.deque()
         self._ready = asyncio.Event()
         self._transport: asyncio.Transport | None = None
@@ -369,6 +378,9 @@ class AsyncSubscriber(_SubscriberBase):
             yield item
 
     def _put(self, item: Message | EndOfDay | BaseException) -> None:
+        if self.on_event is not None and not isinstance(item, BaseException):
+            self.on_event(item)
+            return
         self._queue.append(item)
         self._ready.set()
         if not self._paused and len(self._queue) >= self.max_queue and self._transport is not None:
