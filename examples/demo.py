@@ -5,7 +5,11 @@
 3. subscribes here, printing a few BTCUSD trades and the live rows/s each second;
 4. kills the tickerplant with SIGKILL mid-stream and restarts it: the feed reconnects
    and re-sends, the subscriber resumes, and nothing acknowledged is lost;
-5. replays the day from sequence 1, checks the log, and rolls the day (`tick eod`).
+5. replays the day from sequence 1 and checks the log;
+6. an RDB (`tick rdb`), running since step 1, holds the day in memory; three days are rolled
+   with `tick eod` (a short simulated feed each), so the RDB writes two days of Parquet
+   partitions to ./demo-data/hdb; an HDB service (`tick hdb`) serves them, and sample SQL
+   queries span history and today, including one the service refuses.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from tickerplant import Subscriber, log
+from tickerplant import QueryError, Subscriber, connect, log
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo-data"
@@ -36,6 +40,26 @@ def start_tp(port: int = 0) -> tuple[subprocess.Popen[str], str]:
     return proc, ready["listening"]
 
 
+def start_service(*args: str, name: str) -> tuple[subprocess.Popen[str], str]:
+    with open(DATA / f"{name}.log", "a") as err:
+        proc = subprocess.Popen([TICK, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["listening"]
+
+
+def run_feed(address: str, seconds: float) -> None:
+    subprocess.run([TICK, "feed", "sim", "--tp", address, "--rate", str(RATE), "--duration", str(seconds)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def show(db: object, sql: str) -> None:
+    print(f"\n> {' '.join(sql.split())}")
+    try:
+        print(db.sql(sql).df().to_string(index=False))  # type: ignore[attr-defined]
+    except QueryError as exc:
+        print(f"refused: {exc}")
+
+
 def section(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
@@ -47,6 +71,8 @@ def main() -> None:
     tp, address = start_tp()
     port = int(address.rsplit(":", 1)[1])
     print(f"tick tp listening on {address}; log {DATA / 'tplogs'}")
+    rdb, rdb_address = start_service("rdb", "--tp", address, "--hdb", str(DATA / "hdb"), name="rdb")
+    print(f"tick rdb listening on {rdb_address}; HDB {DATA / 'hdb'}")
     with open(DATA / "feed.log", "w") as err:
         feed = subprocess.Popen([TICK, "feed", "sim", "--tp", address, "--rate", str(RATE), "--duration", "8"],
                                 stdout=subprocess.PIPE, stderr=err, text=True)
@@ -107,13 +133,40 @@ def main() -> None:
           f"from that seq on; {sub.reconnects} reconnect(s), {sub.state.gaps} gaps")
     sub.close()
 
-    section("tick log check / tick eod")
+    section("tick log check")
     subprocess.run([TICK, "log", "check", str(day_log)], check=True)
-    subprocess.run([TICK, "eod", "--tp", address], check=True)
-    print("log files:", ", ".join(sorted(p.name for p in (DATA / "tplogs").iterdir())))
-    tp.send_signal(signal.SIGTERM)
-    tp.wait(timeout=10)
-    print(f"\ntickerplant stopped (SIGTERM, exit {tp.returncode}). Data in {DATA}; logs in {DATA / 'tp.log'}.")
+
+    section("end of day x2: the RDB writes each day to Parquet; a third day stays in memory")
+    with connect(rdb_address) as db:
+        print(f"RDB holds {db.sql('SELECT count(*) FROM trade').fetchall()[0][0]:,} trades of today "
+              f"(the log has {log.read_table(day_log, 'trade').num_rows:,})")
+    for _ in range(2):
+        subprocess.run([TICK, "eod", "--tp", address], check=True)
+        run_feed(address, 2)
+    time.sleep(1)
+    print("HDB:", ", ".join(str(p.relative_to(DATA)) for p in sorted((DATA / "hdb").glob("*/date=*"))))
+    hdb, hdb_address = start_service("hdb", "--dir", str(DATA / "hdb"), name="hdb")
+
+    section(f"SQL: tick rdb ({rdb_address}) is today + history in one relation; tick hdb ({hdb_address}) history")
+    with connect(rdb_address) as db:
+        show(db, "SELECT date, count(*) AS trades, count(DISTINCT sym) AS syms FROM trade GROUP BY date ORDER BY date")
+        show(db, """SELECT sym, count(*) AS n, round(sum(price * size) / sum(size), 2) AS vwap
+                    FROM trade WHERE date = (SELECT max(date) FROM trade) GROUP BY sym ORDER BY sym""")
+        show(db, """SELECT sym, time_bucket(INTERVAL '1 second', time) AS bar, first(price ORDER BY time) AS open,
+                    max(price) AS high, min(price) AS low, last(price ORDER BY time) AS close, sum(size) AS volume
+                    FROM trade WHERE sym = 'BTCUSD' GROUP BY ALL ORDER BY bar DESC LIMIT 3""")
+        show(db, f"COPY trade TO '{DATA}/leak.csv'")
+        show(db, "SELECT * FROM read_csv('/etc/passwd')")
+    with connect(hdb_address) as db:
+        show(db, "SELECT date, count(*) AS trades FROM trade GROUP BY date ORDER BY date")
+    subprocess.run([TICK, "query", "--connect", rdb_address, "--format", "csv",
+                    "SELECT date, sym, count(*) AS n FROM trade GROUP BY ALL ORDER BY ALL LIMIT 4"], check=True)
+
+    for name, proc in (("hdb", hdb), ("rdb", rdb), ("tickerplant", tp)):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        print(f"{name} stopped (SIGTERM, exit {proc.returncode})")
+    print(f"Data in {DATA}: tplogs/, hdb/; process logs in {DATA}/*.log.")
 
 
 if __name__ == "__main__":
