@@ -85,8 +85,14 @@ def parse_fsync(policy: str) -> float | None:
     raise ValueError(f"fsync policy {policy!r} is not one of: always, group:<ms> (e.g. group:5ms), os")
 
 
+ROLES = frozenset({"pub", "sub", "admin", "query"})
+
+
 def load_tokens(path: Path | None) -> dict[str, set[str]] | None:
-    """Auth file: one ``<token> <role>[,<role>]`` per line (roles pub, sub, admin); # comments."""
+    """Auth file: one ``<token> <role>[,<role>]`` per line (roles pub, sub, admin, query); # comments.
+
+    ``query`` is for the RDB and HDB query services, which read the same file format.
+    """
     if path is None:
         return None
     tokens: dict[str, set[str]] = {}
@@ -95,9 +101,9 @@ def load_tokens(path: Path | None) -> dict[str, set[str]] | None:
         if not line:
             continue
         parts = line.split()
-        roles = set(parts[1].split(",")) if len(parts) > 1 else {"pub", "sub", "admin"}
-        if len(parts) > 2 or not roles <= {"pub", "sub", "admin"}:
-            raise ValueError(f"{path}:{n}: expected `<token> <role>[,<role>]` with roles pub, sub, admin")
+        roles = set(parts[1].split(",")) if len(parts) > 1 else set(ROLES)
+        if len(parts) > 2 or not roles <= ROLES:
+            raise ValueError(f"{path}:{n}: expected `<token> <role>[,<role>]` with roles pub, sub, admin, query")
         tokens[parts[0]] = roles
     return tokens
 
