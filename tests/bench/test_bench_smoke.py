@@ -83,3 +83,20 @@ def test_bench_e2e_quick() -> None:
     for goal in r["goals"].values():
         assert _is_number(goal["goal"]) and _is_number(goal["value"]) and isinstance(goal["met"], bool)
     assert r["ratios"] == {}  # no baselines, no ratios
+
+
+def test_bench_aj_quick() -> None:
+    r = _run("bench_aj.py")
+    for layout in ("rdb", "rdb_dict", "hdb"):
+        fig = r[layout]
+        assert _is_number(fig["ours_seconds"]) and fig["ours_rows_per_s"] > 0, layout
+        assert fig["matched"] > 0, layout
+
+
+def test_bench_query_quick() -> None:
+    r = _run("bench_query.py")
+    v, m = r["vwap_bars"], r["rdb_memory"]
+    assert v["rows"] == 40_000 and v["result_rows"] > 0
+    assert _is_number(v["raw_duckdb_s"]) and _is_number(v["service_s"]) and _is_number(v["ratio"])
+    assert isinstance(v["goal_met"], bool)
+    assert m["rows"] == 20_000 and m["raw_arrow_bytes"] > 0 and isinstance(m["ratio"], float)
