@@ -12,8 +12,9 @@ What this measures:
   the overhead. Goal: <= 1.10.
 * ``rdb_memory``: a real TP and ``tick rdb``; ``--rdb-rows`` trade rows published in
   1,000-row batches (and a tenth of them as single-row updates); the RDB's resident
-  memory growth (``/proc/<pid>/status`` VmRSS, after minus before) against the raw Arrow
-  size of the same rows (the log's rows as one table, ``get_total_buffer_size``).
+  memory growth (``/proc/<pid>/status`` VmRSS, after minus before), and the Arrow buffers
+  it holds (reported in its WELCOME), each against the raw Arrow size of the same rows
+  (the log's rows as one table, ``get_total_buffer_size``).
 
 Run ``python bench/bench_query.py`` (``--quick`` for a smoke run, ``--json`` for JSON only).
 """
@@ -154,6 +155,8 @@ def bench_rdb_memory(work: Path, rows: int) -> dict[str, Any]:
                     if time.monotonic() > deadline:
                         raise RuntimeError("the RDB did not receive every row")
                     time.sleep(0.2)
+            with connect(rdb_addr) as fresh:  # the WELCOME reports the Arrow bytes the RDB holds
+                held = sum(t["bytes"] for t in fresh.info["memory"].values())
             after = _rss(rdb.pid)
         finally:
             _stop(rdb)
@@ -162,7 +165,8 @@ def bench_rdb_memory(work: Path, rows: int) -> dict[str, Any]:
     finally:
         _stop(tp)
     return {"rows": rows, "single_row_updates": singles, "rss_growth_bytes": after - before,
-            "raw_arrow_bytes": raw, "ratio": (after - before) / raw,
+            "raw_arrow_bytes": raw, "ratio": (after - before) / raw, "arrow_held_bytes": held,
+            "arrow_held_ratio": held / raw,
             "rss_bytes_per_row": (after - before) / rows, "raw_bytes_per_row": raw / rows}
 
 
@@ -175,7 +179,8 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'service / raw (goal <= 1.10)':<38}{v['ratio']:>16.3f}",
         f"{'RDB RSS growth per row (B)':<38}{m['rss_bytes_per_row']:>16.1f}",
         f"{'raw Arrow per row (B)':<38}{m['raw_bytes_per_row']:>16.1f}",
-        f"{'RDB memory / raw Arrow':<38}{m['ratio']:>16.3f}",
+        f"{'RDB RSS growth / raw Arrow':<38}{m['ratio']:>16.3f}",
+        f"{'RDB Arrow buffers held / raw Arrow':<38}{m['arrow_held_ratio']:>16.3f}",
     ])
 
 

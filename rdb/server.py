@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from hdb import partition
 from hdb.engine import QueryEngine
 from hdb.service import QueryService
@@ -76,7 +78,7 @@ class RDB:
     def info(self) -> dict[str, Any]:
         date = self.sub.state.date
         return {"date": date, "seq": self.sub.position, "tp": self.config.tp, "hdb": str(self.hdb),
-                "tables": {t.name: t.version for t in self.registry}}
+                "tables": {t.name: t.version for t in self.registry}, "memory": self.store.stats()}
 
     def _date(self, iso: str) -> dt.date:
         date = self._dates.get(iso)
@@ -175,6 +177,9 @@ class RDB:
 def run(config: Config, ready: Callable[[RDB], None] | None = None) -> None:
     """Run an RDB until SIGTERM or SIGINT."""
     install_uvloop()
+    # Arrow's default allocator (mimalloc) keeps the segments freed by compaction mapped: RSS
+    # grew 1.35x the rows' Arrow size with it, 1.07x with the system allocator (bench_query).
+    pa.set_memory_pool(pa.system_memory_pool())
 
     async def main() -> None:
         rdb = RDB(config)
