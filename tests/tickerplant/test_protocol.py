@@ -442,7 +442,7 @@ def raw_header(
         pytest.param(raw_header(version=2), "protocol version 2 is not supported", id="version"),
         pytest.param(raw_header(version=0), "protocol version 0 is not supported", id="version0"),
         pytest.param(raw_header(ftype=0), "unknown frame type 0", id="type0"),
-        pytest.param(raw_header(ftype=16), "unknown frame type 16", id="type16"),
+        pytest.param(raw_header(ftype=18), "unknown frame type 18", id="type18"),
         pytest.param(raw_header(ftype=255), "unknown frame type 255", id="type255"),
         pytest.param(
             raw_header(length=12) + bytes(16), "payload length 12 is not a multiple of 8", id="len12"
