@@ -17,6 +17,8 @@ What this measures (one process; the data already in memory, as the RDB holds it
   (``COPY (SELECT ... ORDER BY sym, time, arrival) TO ... (FORMAT parquet, COMPRESSION zstd)``,
   multi-threaded; its not-null flags are lost).
 
+Allocator: the whole run uses Arrow's system allocator (``--pool system``, the default here),
+as the RDB process does (``rdb.server.run``); ``--pool default`` keeps pyarrow's mimalloc.
 Memory on this VM: the first touch of fresh memory costs ~2.4 s of system time per GiB
 (transparent huge pages; ~0.4 s/GiB without them), reusing memory the process still has
 mapped ~0.1 s/GiB. The writer touches about the table's size again (it combines the RDB's
@@ -32,7 +34,7 @@ other processes on this shared 2-core machine. ``ratio_vs_baseline`` = our rows/
 baseline rows/s from the same run (``warm_ratio_vs_baseline`` likewise). Goal: >= 4M rows/s.
 
 Run ``python bench/bench_eod.py`` (``--rows N``, ``--repeats N``, ``--quick`` for a smoke run,
-``--no-baselines``, ``--json`` for JSON only, ``--dir`` for where files go).
+``--no-baselines``, ``--json`` for JSON only, ``--dir`` for where files go, ``--pool``).
 """
 
 from __future__ import annotations
@@ -261,11 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small counts, one run (smoke run)")
     ap.add_argument("--no-baselines", action="store_true", help="only write_partition (no baseline, no variants)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: the system temp dir)")
+    ap.add_argument("--pool", choices=["default", "system", "mimalloc", "jemalloc"], default="system",
+                    help="Arrow memory pool for the whole run (default: system, as the RDB process sets; "
+                         "'default' keeps pyarrow's, mimalloc)")
     ap.add_argument("--json", action="store_true", help="print JSON only")
     args = ap.parse_args(argv)
+    if args.pool != "default":
+        pa.set_memory_pool({"system": pa.system_memory_pool, "mimalloc": pa.mimalloc_memory_pool,
+                            "jemalloc": pa.jemalloc_memory_pool}[args.pool]())
     loadavg_before = list(os.getloadavg())
     res = run(args.rows, quick=args.quick, repeats=args.repeats, baselines=not args.no_baselines,
               workdir=args.dir)
+    res["memory_pool"] = pa.default_memory_pool().backend_name
     res["nproc"] = os.cpu_count()
     res["loadavg_before"] = loadavg_before
     res["loadavg_after"] = list(os.getloadavg())

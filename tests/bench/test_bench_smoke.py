@@ -100,3 +100,12 @@ def test_bench_query_quick() -> None:
     assert _is_number(v["raw_duckdb_s"]) and _is_number(v["service_s"]) and _is_number(v["ratio"])
     assert isinstance(v["goal_met"], bool)
     assert m["rows"] == 20_000 and m["raw_arrow_bytes"] > 0 and isinstance(m["ratio"], float)
+
+
+def test_bench_eod_quick() -> None:
+    r = _run("bench_eod.py")
+    fig = r["write_partition"]
+    assert fig["rows"] == r["rows"] == 50_000 and _is_number(fig["rows_per_s"]) and fig["rows_per_s"] > 0
+    assert _is_number(fig["seconds"]) and _is_number(fig["cpu_seconds"]) and fig["file_bytes"] > 0
+    assert r["rows_per_s"] == fig["rows_per_s"] and isinstance(r["goal_met"], bool)
+    assert "baseline" not in r and "ratio_vs_baseline" not in r  # --no-baselines: ours only
