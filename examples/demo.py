@@ -9,7 +9,8 @@
 6. an RDB (`tick rdb`), running since step 1, holds the day in memory; three days are rolled
    with `tick eod` (a short simulated feed each), so the RDB writes two days of Parquet
    partitions to ./demo-data/hdb; an HDB service (`tick hdb`) serves them, and sample SQL
-   queries span history and today, including one the service refuses.
+   queries span history and today (plus a kdb+-style as-of join with q_like.aj), including
+   two the service refuses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from q_like import aj
 from tickerplant import QueryError, Subscriber, connect, log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +150,8 @@ def main() -> None:
     hdb, hdb_address = start_service("hdb", "--dir", str(DATA / "hdb"), name="hdb")
 
     section(f"SQL: tick rdb ({rdb_address}) is today + history in one relation; tick hdb ({hdb_address}) history")
+    print("(the days were rolled by `tick eod`, so every row's event time is today's clock: rows are\n"
+          " partitioned by the TP's date, as in kdb+, not by their event time)")
     with connect(rdb_address) as db:
         show(db, "SELECT date, count(*) AS trades, count(DISTINCT sym) AS syms FROM trade GROUP BY date ORDER BY date")
         show(db, """SELECT sym, count(*) AS n, round(sum(price * size) / sum(size), 2) AS vwap
@@ -155,6 +159,11 @@ def main() -> None:
         show(db, """SELECT sym, time_bucket(INTERVAL '1 second', time) AS bar, first(price ORDER BY time) AS open,
                     max(price) AS high, min(price) AS low, last(price ORDER BY time) AS close, sum(size) AS volume
                     FROM trade WHERE sym = 'BTCUSD' GROUP BY ALL ORDER BY bar DESC LIMIT 3""")
+        today = "date = (SELECT max(date) FROM trade) AND sym = 'BTCUSD' AND exchange = 'SIMA'"
+        trades = db.sql(f"SELECT time, sym, price, size FROM trade WHERE {today} ORDER BY time").arrow()
+        quotes = db.sql(f"SELECT time, sym, bid_price, ask_price FROM quote WHERE {today} ORDER BY time").arrow()
+        print("\n> q_like.aj(['sym', 'time'], trades, quotes): the prevailing quote at each trade (kdb+ aj)")
+        print(aj(["sym", "time"], trades, quotes).slice(0, 4).to_pandas().to_string(index=False))
         show(db, f"COPY trade TO '{DATA}/leak.csv'")
         show(db, "SELECT * FROM read_csv('/etc/passwd')")
     with connect(hdb_address) as db:
