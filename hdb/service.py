@@ -184,8 +184,11 @@ class _QueryConnection(asyncio.Protocol):
         service.queries += 1
         started = time.perf_counter()
         try:
-            query = service.engine.query(body["sql"], timeout=_positive(body.get("timeout")),
-                                         max_rows=_positive_int(body.get("max_rows")))
+            # A client may lower the service's limits, never raise them.
+            engine = service.engine
+            timeout, max_rows = _positive(body.get("timeout")), _positive_int(body.get("max_rows"))
+            query = engine.query(body["sql"], timeout=min(timeout or engine.timeout, engine.timeout),
+                                 max_rows=min(max_rows or engine.max_rows, engine.max_rows))
         except QueryError as exc:
             service.rejected += 1
             self._send([_error(qid, exc)])
@@ -238,6 +241,7 @@ def run(
     schema: str | Path | None = None,
     timeout: float = 30.0,
     max_rows: int = 1_000_000,
+    max_bytes: int = 256 << 20,
     workers: int = 10,
     tokens: dict[str, set[str]] | None = None,
     ready: Callable[[tuple[str, int]], None] | None = None,
@@ -253,7 +257,7 @@ def run(
         logger.warning("%s", line)
 
     async def main() -> None:
-        engine = QueryEngine(hdb, registry, timeout=timeout, max_rows=max_rows)
+        engine = QueryEngine(hdb, registry, timeout=timeout, max_rows=max_rows, max_bytes=max_bytes)
         service = QueryService(engine, kind="hdb", workers=workers, tokens=tokens,
                                info=lambda: {"hdb": str(hdb), "tables": {t.name: t.version for t in registry}})
         address = await service.start(host, port)

@@ -54,6 +54,7 @@ class Config:
     tokens: dict[str, set[str]] | None = None  # who may query this RDB
     query_timeout: float = 30.0
     max_rows: int = 1_000_000
+    max_bytes: int = 256 << 20
     workers: int = 10
 
 
@@ -65,7 +66,8 @@ class RDB:
         self.store = Store()
         self.last_seq: dict[dt.date, int] = {}  # last update applied, per day
         self.engine = QueryEngine(self.hdb, self.registry, memory=self.store.snapshot,
-                                  timeout=config.query_timeout, max_rows=config.max_rows)
+                                  timeout=config.query_timeout, max_rows=config.max_rows,
+                                  max_bytes=config.max_bytes)
         self.service = QueryService(self.engine, kind="rdb", info=self.info, workers=config.workers,
                                     tokens=config.tokens)
         self.sub = AsyncSubscriber(config.tp, from_seq=1, token=config.token, name="rdb", on_event=self.apply)

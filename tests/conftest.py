@@ -48,23 +48,20 @@ class TPStartError(AssertionError):
         self.stderr = stderr
 
 
-class TPProcess:
-    """One running ``tick tp`` child process."""
+class ServiceProcess:
+    """One running ``tick`` child process (tp, rdb, hdb) that printed its JSON "listening" line."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], log_dir: Path, args: tuple[str, ...],
+    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], args: tuple[str, ...],
                  stderr_path: Path) -> None:
         self.proc = proc
         self.info = info
         self.address: str = info["listening"]
         self.port = int(self.address.rpartition(":")[2])
-        self.log_dir = log_dir
-        self.log = Path(info["log"])  # today's log file, as the TP reported it
-        self.seq = int(info["seq"])  # last seq in that log when the TP started
         self.args = args
         self.stderr_path = stderr_path
 
     def __repr__(self) -> str:
-        return f"TPProcess(pid={self.proc.pid}, {self.address}, {self.log_dir})"
+        return f"{type(self).__name__}(pid={self.proc.pid}, {self.address}, tick {' '.join(self.args[:1])})"
 
     @property
     def alive(self) -> bool:
@@ -80,7 +77,7 @@ class TPProcess:
         self.proc.wait(10)
         self._close_pipes()
 
-    def terminate(self, timeout: float = 10.0) -> int:
+    def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM (graceful shutdown) and wait at most ``timeout`` s; returns the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -88,13 +85,24 @@ class TPProcess:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"tickerplant did not exit within {timeout}s of SIGTERM") from None
+            raise AssertionError(f"{self!r} did not exit within {timeout}s of SIGTERM\n{self.stderr()}") from None
         self._close_pipes()
         return rc
 
     def _close_pipes(self) -> None:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class TPProcess(ServiceProcess):
+    """One running ``tick tp`` child process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], log_dir: Path, args: tuple[str, ...],
+                 stderr_path: Path) -> None:
+        super().__init__(proc, info, args, stderr_path)
+        self.log_dir = log_dir
+        self.log = Path(info["log"])  # today's log file, as the TP reported it
+        self.seq = int(info["seq"])  # last seq in that log when the TP started
 
 
 def read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
@@ -331,47 +339,6 @@ def collect() -> Iterator[Callable[..., Collector]]:
 
 
 # --- other tick processes (rdb, hdb) --------------------------------------------------------
-
-
-class ServiceProcess:
-    """A running ``tick rdb`` or ``tick hdb`` child process, started by :class:`ServiceFactory`."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], args: tuple[str, ...],
-                 stderr_path: Path) -> None:
-        self.proc = proc
-        self.info = info
-        self.address: str = info["listening"]
-        self.args = args
-        self.stderr_path = stderr_path
-
-    def __repr__(self) -> str:
-        return f"ServiceProcess(pid={self.proc.pid}, tick {' '.join(self.args[:1])} at {self.address})"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self!r} did not exit within {timeout}s of SIGTERM\n{self.stderr()}") from None
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return rc
 
 
 class ServiceFactory:

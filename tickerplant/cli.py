@@ -289,6 +289,14 @@ def _tokens(auth_file: Path | None) -> dict[str, set[str]] | None:
     return load_tokens(auth_file)
 
 
+# Options both query services (tick rdb, tick hdb) take.
+_AuthFile = Annotated[Path | None, typer.Option(help="Tokens allowed to query: `<token> query` per line.")]
+_QueryTimeout = Annotated[float, typer.Option(help="Seconds a query may run.")]
+_MaxRows = Annotated[int, typer.Option(help="Most rows a query may return.")]
+_MaxBytes = Annotated[int, typer.Option(help="Most bytes (Arrow) a query may return.")]
+_Workers = Annotated[int, typer.Option(help="Queries run at once.")]
+
+
 @app.command()
 def rdb(
     tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
@@ -298,10 +306,11 @@ def rdb(
     log_dir: Annotated[Path | None, typer.Option(help="The TP's log directory (default: the TP's, if local).")] = None,
     schema: Annotated[Path | None, typer.Option(help="The TP's schema file (default: built-in).")] = None,
     token: Annotated[str | None, typer.Option(help="Token to subscribe to the TP with.")] = None,
-    auth_file: Annotated[Path | None, typer.Option(help="Tokens allowed to query: `<token> query` per line.")] = None,
-    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
-    max_rows: Annotated[int, typer.Option(help="Most rows a query may return.")] = 1_000_000,
-    workers: Annotated[int, typer.Option(help="Queries run at once.")] = 10,
+    auth_file: _AuthFile = None,
+    query_timeout: _QueryTimeout = 30.0,
+    max_rows: _MaxRows = 1_000_000,
+    max_bytes: _MaxBytes = 256 << 20,
+    workers: _Workers = 10,
     verbose: bool = False,
 ) -> None:
     """Run a real-time database: replay today's log, then live; SQL over today and history."""
@@ -312,7 +321,7 @@ def rdb(
     try:
         config = server.Config(tp=tp, hdb=hdb, host=bind, port=port, log_dir=log_dir, schema=schema, token=token,
                                tokens=_tokens(auth_file), query_timeout=query_timeout, max_rows=max_rows,
-                               workers=workers)
+                               max_bytes=max_bytes, workers=workers)
         server.run(config, lambda r: _listening(r.address or (bind, port), tp=tp, hdb=str(hdb)))
     except (TickError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
@@ -325,10 +334,11 @@ def hdb_serve(
     port: Annotated[int, typer.Option(help="Query port (0 = any free port).")] = 5012,
     bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     schema: Annotated[Path | None, typer.Option(help="Schema file (default: built-in).")] = None,
-    auth_file: Annotated[Path | None, typer.Option(help="Tokens allowed to query: `<token> query` per line.")] = None,
-    query_timeout: Annotated[float, typer.Option(help="Seconds a query may run.")] = 30.0,
-    max_rows: Annotated[int, typer.Option(help="Most rows a query may return.")] = 1_000_000,
-    workers: Annotated[int, typer.Option(help="Queries run at once.")] = 10,
+    auth_file: _AuthFile = None,
+    query_timeout: _QueryTimeout = 30.0,
+    max_rows: _MaxRows = 1_000_000,
+    max_bytes: _MaxBytes = 256 << 20,
+    workers: _Workers = 10,
     verbose: bool = False,
 ) -> None:
     """Serve the HDB to SQL queries (history only; an RDB serves today and history)."""
@@ -342,7 +352,8 @@ def hdb_serve(
     _logging(verbose)
     try:
         service.run(dir, host=bind, port=port, schema=schema, timeout=query_timeout, max_rows=max_rows,
-                    workers=workers, tokens=_tokens(auth_file), ready=lambda a: _listening(a, hdb=str(dir)))
+                    max_bytes=max_bytes, workers=workers, tokens=_tokens(auth_file),
+                    ready=lambda a: _listening(a, hdb=str(dir)))
     except (TickError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
 

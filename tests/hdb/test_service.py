@@ -65,6 +65,9 @@ def test_bad_requests_answered_and_big_results_streamed(services: ServiceFactory
         with pytest.raises(QueryError) as err:
             db.sql("SELECT * FROM trade", max_rows=10)
         assert err.value.code == "result_too_large"
+        with pytest.raises(QueryError) as err:  # asking for more than the service allows gets the service's cap
+            db.sql("SELECT * FROM trade", max_rows=10_000_000)
+        assert err.value.code == "result_too_large"
         assert db.sql("SELECT count(*) FROM trade").fetchall() == [(300_000,)]
 
 
