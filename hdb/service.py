@@ -52,8 +52,6 @@ class QueryService:
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="query")
         self.conns: set[_QueryConnection] = set()
         self.server: asyncio.Server | None = None
-        self.queries = 0
-        self.rejected = 0
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -181,7 +179,6 @@ class _QueryConnection(asyncio.Protocol):
     def _run(self, qid: int, body: dict[str, Any]) -> None:
         """On a worker thread: run one query and stream its result."""
         service = self.service
-        service.queries += 1
         started = time.perf_counter()
         try:
             # A client may lower the service's limits, never raise them.
@@ -190,7 +187,6 @@ class _QueryConnection(asyncio.Protocol):
             query = engine.query(body["sql"], timeout=min(timeout or engine.timeout, engine.timeout),
                                  max_rows=min(max_rows or engine.max_rows, engine.max_rows))
         except QueryError as exc:
-            service.rejected += 1
             self._send([_error(qid, exc)])
             logger.info("query %d from %s: %s", qid, self.peer, exc)
             return
@@ -202,7 +198,6 @@ class _QueryConnection(asyncio.Protocol):
             done = {"rows": query.rows, "bytes": query.bytes, "seconds": round(time.perf_counter() - started, 6)}
             self._send([protocol.encode_json(FrameType.RESULT, done, seq=qid)])
         except QueryError as exc:  # stopped while streaming: timeout or result too large
-            service.rejected += 1
             with contextlib.suppress(ConnectionClosed):
                 self._send([_error(qid, exc)])
         except ConnectionClosed:

@@ -73,7 +73,6 @@ class RDB:
         self.sub = AsyncSubscriber(config.tp, from_seq=1, token=config.token, name="rdb", on_event=self.apply)
         # One writer thread: days are written in order, and never two at once.
         self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="eod")
-        self.pending: list[concurrent.futures.Future[Any]] = []
         self._dates: dict[str, dt.date] = {}
         self.address: tuple[str, int] | None = None
 
@@ -97,7 +96,7 @@ class RDB:
             self.last_seq[date] = event.seq
         else:
             logger.info("end of day %s at seq %d; today is now %s", event.date, event.seq, event.next)
-            self.pending.append(self.writer.submit(self._end_of_day, self._date(event.date)))
+            self.writer.submit(self._end_of_day, self._date(event.date))
 
     # -- end of day (writer thread) ----------------------------------------------------------
 
@@ -161,7 +160,7 @@ class RDB:
             await asyncio.sleep(0.02)
         if self.sub.state.date is not None:
             today = self._date(self.sub.state.date)
-            self.pending.append(self.writer.submit(self._write_missing_days, today))
+            self.writer.submit(self._write_missing_days, today)
         await ingest
 
     async def _ingest(self) -> None:
