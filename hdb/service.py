@@ -173,8 +173,11 @@ class _QueryConnection(asyncio.Protocol):
                 await fut
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the worker reports its own errors to the client; this is a bug
+            except ConnectionClosed:
+                pass  # the client left while its query ran
+            except Exception as exc:  # the worker reports query errors itself: this is a bug, but answer
                 logger.exception("query %d from %s failed", qid, self.peer)
+                self.error("query_failed", f"internal error in the query service: {exc!r}", seq=qid)
 
     def _run(self, qid: int, body: dict[str, Any]) -> None:
         """On a worker thread: run one query and stream its result."""
