@@ -11,6 +11,7 @@
     ├── DataError              published data does not fit its table's schema
     ├── LogError               a log file cannot be read
     │   └── CorruptLog         a checksum fails; carries the valid prefix and where it ends
+    │       └── CorruptCapture a feed capture file (not a TP log) has a bad block in its middle
     └── ConnectionClosed       the peer went away
 
 Every message names what was wrong and, where there is one, the fix.
@@ -80,6 +81,27 @@ class CorruptLog(LogError):
         self.path = path
         self.valid_bytes = valid_bytes
         self.valid_messages = valid_messages
+        self.detail = detail
+
+
+class CorruptCapture(CorruptLog):
+    """A capture has a bad block with valid blocks after it; everything before ``valid_bytes`` is intact.
+
+    A :class:`~tickerplant.exceptions.CorruptLog` (``valid_messages`` counts records) with
+    advice that fits capture files instead of ``tick log repair``.
+    """
+
+    def __init__(self, path: str, valid_bytes: int, valid_records: int, detail: str) -> None:
+        LogError.__init__(
+            self,
+            f"corrupt capture {path}: {detail} at byte offset {valid_bytes} after {valid_records} valid "
+            f"records, and valid blocks follow it, so this is damage, not a write cut short. Read around it "
+            f"with CaptureReader({path!r}, skip_corrupt=True), or keep the records before it with "
+            f"`head -c {valid_bytes} {path} > fixed.cap`",
+        )
+        self.path = path
+        self.valid_bytes = valid_bytes
+        self.valid_messages = valid_records
         self.detail = detail
 
 
