@@ -1,0 +1,82 @@
+"""The venue half of a feed adapter: sans I/O, raw messages in, normalized rows out.
+
+Each exchange adapter is a :class:`Venue`: it says what to send after connecting, turns
+every raw WebSocket message (and REST snapshot answer) into rows of an
+:class:`~feedhandlers.normalize.Out`, keeps its order books and sequence state, and asks
+the I/O shell for what it needs next (a REST snapshot, a message to send) through
+:meth:`Venue.actions`. It never touches a socket or a clock: the shell stamps each
+message's receive time, so a capture replayed through the same Venue gives the same rows.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from feedhandlers.normalize import Out
+
+CHANNELS = frozenset({"trade", "quote", "l2"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rest:
+    """Fetch ``rest_url + path`` (GET) and hand the body to :meth:`Venue.on_snapshot` for ``venue_sym``."""
+
+    venue_sym: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``text`` on the WebSocket (a subscription, a resubscription after a bad book, a pong)."""
+
+    text: str
+
+
+class Venue(abc.ABC):
+    """One exchange's message formats and book rules; one instance per connection's lifetime of state."""
+
+    name: str  # the `exchange` column, e.g. "binance"
+    ws_url: str  # default endpoints; the shell's --ws-url / --rest-url override them
+    rest_url: str
+
+    def __init__(self, symbols: Sequence[str], channels: Collection[str] = CHANNELS) -> None:
+        unknown = set(channels) - CHANNELS
+        if unknown:
+            raise ValueError(f"unknown channel(s) {sorted(unknown)}; channels are {sorted(CHANNELS)}")
+        if not symbols:
+            raise ValueError(f"{self.name}: give at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
+        self.symbols = list(symbols)
+        self.channels = frozenset(channels)
+        self._actions: list[Rest | Send] = []
+
+    def url(self, ws_url: str) -> str:
+        """The URL to connect to (venues that subscribe by URL path override this)."""
+        return ws_url
+
+    @abc.abstractmethod
+    def subscribe(self) -> list[str]:
+        """Messages to send once connected."""
+
+    @abc.abstractmethod
+    def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
+        """Parse one message; append its rows and any feed events to ``out``. Never raises on bad input:
+        a message that cannot be parsed becomes a ``bad_message`` event and no row."""
+
+    def on_snapshot(self, venue_sym: str, body: bytes, recv_ns: int, out: Out) -> None:
+        """The answer to a :class:`Rest` action (venues that take REST snapshots override this)."""
+        raise TypeError(f"{self.name} asks for no REST snapshots, so none can be answered")
+
+    @abc.abstractmethod
+    def on_disconnect(self, recv_ns: int, out: Out) -> None:
+        """The connection dropped: reset per-connection state; every book is stale until snapshotted again."""
+
+    def actions(self) -> list[Rest | Send]:
+        """What the shell should do now, in order; each action is returned once."""
+        taken, self._actions = self._actions, []
+        return taken
+
+    def _request(self, action: Rest | Send) -> None:
+        if action not in self._actions:
+            self._actions.append(action)
