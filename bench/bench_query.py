@@ -76,7 +76,7 @@ def day_of_trades(rows: int, day: dt.date, seed: int) -> pa.Table:
         "recv_time": pa.array(times, pa.timestamp("ns", tz="UTC")),
         "tp_time": pa.array(times, pa.timestamp("ns", tz="UTC")),
     }
-    return pa.table([cols[f.name] for f in schema], schema=schema)
+    return pa.table([cols.get(f.name, pa.nulls(rows, f.type)) for f in schema], schema=schema)  # others null
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:

@@ -10,11 +10,22 @@ Every row keeps the venue's own symbol (``venue_sym``) next to the normalized on
 (``sym``, e.g. ``BTCUSD`` for Binance ``BTCUSDT``, Coinbase ``BTC-USD`` and Kraken
 ``BTC/USD``; :func:`normalize_symbol`). Trade ``side`` is always the aggressor's:
 ``buy`` when the taker bought.
+
+:func:`to_batches` turns the taken columns into record batches of each table's wire
+schema, one vectorized Arrow conversion per column (decimal text to float64 is Arrow's
+correctly rounded parser: ``"0.1"`` gives the float64 nearest to 0.1, as ``float("0.1")``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tickerplant.exceptions import DataError
+from tickerplant.schema import TIMESTAMP, Registry, TableSchema, type_name
 
 # Feed event kinds (DESIGN: feed health is published next to the data).
 EVENT_KINDS = frozenset({
@@ -119,3 +130,93 @@ class Out:
 
 def _empty() -> dict[str, dict[str, list[Any]]]:
     return {table: {name: [] for name in names} for table, names in COLUMNS.items()}
+
+
+# --- conversion to Arrow ------------------------------------------------------------------------
+
+_CONVERT_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
+def to_batches(columns: Mapping[str, Mapping[str, Sequence[Any]]], registry: Registry) -> dict[str, pa.RecordBatch]:
+    """:meth:`Out.take` columns -> one record batch of each table's wire schema, by table.
+
+    Columns are matched by name (their order in :data:`COLUMNS` need not be the schema's);
+    a nullable column the schema has and the rows lack is null. Float columns take decimal
+    strings (or None), converted by one Arrow cast per column; timestamps take integer
+    nanoseconds. A table with no rows is left out, so an empty take gives ``{}``.
+
+    Raises :class:`DataError` naming the table, the column and the first bad value for an
+    unknown table or column, a missing required column or a null in one, or a value that
+    does not convert (a parser bug: nothing of the batch may be published).
+    """
+    out: dict[str, pa.RecordBatch] = {}
+    for name, cols in columns.items():
+        table = registry[name]  # DataError naming the declared tables
+        nrows = len(cols["time"]) if "time" in cols else 0
+        if nrows:
+            out[name] = _to_batch(table, cols, nrows)
+    return out
+
+
+def _to_batch(table: TableSchema, cols: Mapping[str, Sequence[Any]], nrows: int) -> pa.RecordBatch:
+    wire = table.wire
+    for cname in cols:
+        if wire.get_field_index(cname) < 0:
+            raise DataError(
+                f"table {table.name!r} (version {table.version}) has no column {cname!r}; its columns are "
+                f"{', '.join(wire.names)}. Run the tickerplant with the default schema, or add the column "
+                f"to its schema file as nullable and bump the table's version"
+            )
+    arrays: list[pa.Array] = []
+    for field in wire:
+        values = cols.get(field.name)
+        if values is None:
+            if not field.nullable:
+                raise DataError(f"table {table.name!r} needs column {field.name!r}, which the rows lack")
+            arrays.append(pa.nulls(nrows, field.type))
+            continue
+        if len(values) != nrows:
+            raise DataError(f"column {table.name}.{field.name} has {len(values)} values, expected {nrows}")
+        try:
+            arr = _convert(field.type, values)
+        except _CONVERT_ERRORS:
+            raise _bad_value(table, field, values) from None
+        if arr.null_count and not field.nullable:
+            row = next(i for i, v in enumerate(values) if v is None)
+            raise DataError(f"column {table.name}.{field.name} may not be null; row {row} is None")
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=wire)
+
+
+def _convert(ftype: pa.DataType, values: Sequence[Any]) -> pa.Array:
+    """One column: decimal text -> float (one cast), int nanoseconds -> timestamp, else as is."""
+    if pa.types.is_floating(ftype):
+        arr = pa.array(values, pa.string()).cast(ftype)
+        # Arrow also parses "nan" and "inf"; no venue price or size is either. (all() skips
+        # nulls, and is null when every value is: `is False` lets that through.)
+        if pc.all(pc.is_finite(arr)).as_py() is False:
+            raise ValueError("not a finite number")
+        return arr
+    if ftype == TIMESTAMP:
+        return pa.array(values, pa.int64()).view(ftype)
+    return pa.array(values, ftype)
+
+
+def _bad_value(table: TableSchema, field: pa.Field, values: Sequence[Any]) -> DataError:
+    """The error for the first value that does not convert (found one by one: the error path only)."""
+    floating = pa.types.is_floating(field.type)
+    want = "a finite decimal number" if floating else f"a {type_name(field.type)}"
+    how = "decimal text such as '97000.10'" if floating else want
+    if field.type == TIMESTAMP:
+        want = how = "integer nanoseconds since the epoch"
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            _convert(field.type, [value])
+        except _CONVERT_ERRORS:
+            return DataError(
+                f"column {table.name}.{field.name}: row {row} value {value!r} is not {want}; "
+                f"the venue parser must pass {how}{' or None' if field.nullable else ''}"
+            )
+    return DataError(f"column {table.name}.{field.name} does not convert to {type_name(field.type)}")

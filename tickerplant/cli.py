@@ -278,6 +278,79 @@ def feed_sim(
     print(json.dumps(counts))
 
 
+def _feed_command(name: str) -> None:
+    """Register ``tick feed <name>`` for one exchange adapter (same options for every venue)."""
+
+    def command(
+        tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
+        symbols: Annotated[str, typer.Option(help="Comma-separated venue symbols, e.g. BTCUSDT,ETHUSDT.")] = "",
+        channels: Annotated[str, typer.Option(help="Comma-separated: trade, quote, l2.")] = "trade,quote,l2",
+        ws_url: Annotated[str | None, typer.Option(help="WebSocket endpoint (default: the venue's).")] = None,
+        rest_url: Annotated[str | None, typer.Option(help="REST endpoint for book snapshots.")] = None,
+        capture: Annotated[Path | None, typer.Option(help="Also record every raw frame to this file.")] = None,
+        duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
+        token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
+        verbose: bool = False,
+    ) -> None:
+        import asyncio
+
+        from feedhandlers.shell import Feed, FeedConfig
+        from feedhandlers.venues import venue_class
+        from tickerplant.exceptions import TickError
+
+        _logging(verbose)
+        try:
+            venue = venue_class(name)([s for s in symbols.split(",") if s], [c for c in channels.split(",") if c])
+            config = FeedConfig(tp=tp, ws_url=ws_url, rest_url=rest_url, capture=capture, token=token)
+            stats = asyncio.run(Feed(venue, config).run(duration))
+        except KeyboardInterrupt:
+            return
+        except (TickError, ValueError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        print(json.dumps(stats, default=str))
+
+    command.__doc__ = f"Publish {name} market data (trades, quotes, L2 books, feed events) to a tickerplant."
+    feed_app.command(name)(command)
+
+
+def _register_feeds() -> None:
+    from feedhandlers.venues import VENUES  # a dict of names: no adapter is imported here
+
+    for name in VENUES:
+        _feed_command(name)
+
+
+_register_feeds()
+
+
+@feed_app.command("replay")
+def feed_replay(
+    path: Annotated[Path, typer.Argument(help="A capture file written by tick feed <venue> --capture.")],
+    tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
+    speed: Annotated[str, typer.Option(help="max, or a factor of the recorded speed (1 = as recorded).")] = "max",
+    token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
+) -> None:
+    """Re-publish a capture through the same parser as the live feed."""
+    import asyncio
+
+    from feedhandlers.capture import CaptureReader
+    from feedhandlers.shell import FeedConfig, replay
+    from feedhandlers.venues import venue_class
+    from tickerplant.exceptions import TickError
+
+    _logging(False)
+    try:
+        pace = None if speed == "max" else float(speed)
+        with CaptureReader(path) as reader:
+            header = reader.header
+        meta = header.meta
+        venue = venue_class(header.venue)(list(meta.get("symbols", [])), list(meta.get("channels", [])))
+        stats = asyncio.run(replay(path, venue, FeedConfig(tp=tp, token=token), pace))
+    except (TickError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    print(json.dumps(stats, default=str))
+
+
 def _listening(address: tuple[str, int], **extra: Any) -> None:
     # One machine-readable line on stdout: scripts and tests read the port from it.
     print(json.dumps({"listening": f"{address[0]}:{address[1]}", **extra}), flush=True)

@@ -142,7 +142,7 @@ GOOD = "2026-11-20T10:00:00Z,BTCUSD,1,2"
 def test_unknown_columns_name_them_and_the_tables_columns(tmp_path: Path) -> None:
     msg = refused(tmp_path, "u.csv", "time,sym,price,size,venue,colour", [GOOD + ",X,red"])
     assert "unknown column(s) venue, colour" in msg and "table 'trade'" in msg
-    assert "time, sym, exchange, price, size, side, trade_id, seq, recv_time, tp_time" in msg
+    assert "time, sym, exchange, price, size, side, trade_id, seq, recv_time, venue_sym, tp_time" in msg
 
 
 def test_missing_required_columns(tmp_path: Path) -> None:

@@ -156,7 +156,8 @@ def test_replay_yields_the_batches_with_tp_time(tmp_path: Path, compress: bool) 
 def test_iter_frames_yields_control_frames_first_in_each_chunk(tmp_path: Path) -> None:
     w = write_log(tmp_path / "a.log", [[1, 2], [3]])
     kinds = [(FrameType(f.type).name, f.seq) for f in tplog.iter_frames(w.path)]
-    assert kinds == [("SCHEMA", 1), ("PUBMARK", 2), ("UPD", 1), ("UPD", 2), ("PUBMARK", 1), ("UPD", 3)]
+    # A SCHEMA frame's seq field carries the table's version.
+    assert kinds == [("SCHEMA", TRADE.version), ("PUBMARK", 2), ("UPD", 1), ("UPD", 2), ("PUBMARK", 1), ("UPD", 3)]
 
 
 def test_compressed_log_reads_identically_and_is_smaller(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_writer_reopen_recovers_state(tmp_path: Path) -> None:
         assert writer.repaired is None
         assert writer.last_seq == 9
         assert writer.pubs == w.pubs[-1]
-        assert writer.schemas["trade"][0] == 1 and writer.schemas["trade"][1].equals(TRADE.wire)
+        assert writer.schemas["trade"][0] == TRADE.version and writer.schemas["trade"][1].equals(TRADE.wire)
         assert writer.offset == w.chunks[-1][1]
         # The sparse index finds the chunk holding a seq.
         assert writer.offset_for(1) == w.chunks[1][0]

@@ -37,6 +37,7 @@ EXPECTED = {
         ("trade_id", pa.string(), True),
         ("seq", pa.int64(), True),
         ("recv_time", TS, True),
+        ("venue_sym", pa.string(), True),
     ],
     "quote": [
         ("time", TS, False),
@@ -47,6 +48,8 @@ EXPECTED = {
         ("ask_price", pa.float64(), True),
         ("ask_size", pa.float64(), True),
         ("recv_time", TS, True),
+        ("venue_sym", pa.string(), True),
+        ("derived", pa.bool_(), True),
     ],
     "l2": [
         ("time", TS, False),
@@ -59,8 +62,22 @@ EXPECTED = {
         ("seq_first", pa.int64(), True),
         ("seq_last", pa.int64(), True),
         ("recv_time", TS, True),
+        ("venue_sym", pa.string(), True),
+    ],
+    "feed_event": [
+        ("time", TS, False),
+        ("sym", pa.string(), True),
+        ("venue_sym", pa.string(), True),
+        ("exchange", pa.string(), False),
+        ("kind", pa.string(), False),
+        ("detail", pa.string(), True),
+        ("expected", pa.int64(), True),
+        ("got", pa.int64(), True),
     ],
 }
+VERSIONS = {"trade": 2, "quote": 2, "l2": 2, "feed_event": 1}
+# Columns added in version 2 of the default tables (old logs replay with nulls in them).
+ADDED_IN_V2 = {"trade": ["venue_sym"], "quote": ["venue_sym", "derived"], "l2": ["venue_sym"]}
 
 MINIMAL = """
 [tables.t]
@@ -107,6 +124,7 @@ def trade_batch(n: int = 3, schema: pa.Schema | None = None) -> pa.RecordBatch:
         "trade_id": pa.array([str(i) for i in range(n)], pa.string()),
         "seq": pa.array(list(range(n)), pa.int64()),
         "recv_time": pa.array([2_000 + i for i in range(n)], TS),
+        "venue_sym": pa.array([f"s-{i}" for i in range(n)], pa.string()),
     }
     if schema is None:
         schema = Registry.default()["trade"].wire
@@ -117,24 +135,24 @@ def trade_batch(n: int = 3, schema: pa.Schema | None = None) -> pa.RecordBatch:
 
 
 def test_default_tables(registry: Registry) -> None:
-    assert sorted(t.name for t in registry) == ["l2", "quote", "trade"]
-    assert list(registry.tables) == ["trade", "quote", "l2"]  # file order
+    assert sorted(t.name for t in registry) == ["feed_event", "l2", "quote", "trade"]
+    assert list(registry.tables) == ["trade", "quote", "l2", "feed_event"]  # file order
     assert "trade" in registry
     assert "nope" not in registry
     assert registry.source == "the default schema"
 
 
-@pytest.mark.parametrize("table", ["trade", "quote", "l2"])
+@pytest.mark.parametrize("table", ["trade", "quote", "l2", "feed_event"])
 def test_default_columns_exactly(registry: Registry, table: str) -> None:
     ts = registry[table]
     assert ts.name == table
-    assert ts.version == 1
+    assert ts.version == VERSIONS[table]
     assert ts.wire.equals(wire_of(EXPECTED[table]))
     assert [(f.name, f.type, f.nullable) for f in ts.wire] == EXPECTED[table]
     assert ts.required == [n for n, _, nullable in EXPECTED[table] if not nullable]
 
 
-@pytest.mark.parametrize("table", ["trade", "quote", "l2"])
+@pytest.mark.parametrize("table", ["trade", "quote", "l2", "feed_event"])
 def test_schema_appends_tp_time(registry: Registry, table: str) -> None:
     ts = registry[table]
     full = ts.schema
@@ -153,13 +171,13 @@ def test_unknown_table_names_known_ones(registry: Registry) -> None:
         registry["nope"]
     msg = str(info.value)
     assert "unknown table 'nope'" in msg
-    assert "l2, quote, trade" in msg
+    assert "feed_event, l2, quote, trade" in msg
     assert "the default schema" in msg
     assert isinstance(info.value, ValueError)  # DataError is also a ValueError
 
 
 def test_load(tmp_path: Path) -> None:
-    assert list(Registry.load(None).tables) == ["trade", "quote", "l2"]
+    assert list(Registry.load(None).tables) == ["trade", "quote", "l2", "feed_event"]
     path = tmp_path / "s.toml"
     path.write_text(MINIMAL)
     reg = Registry.load(path)
@@ -489,6 +507,21 @@ def test_evolve_incompatible_names_every_problem() -> None:
     assert "tick eod" in msg
 
 
+@pytest.mark.parametrize("name", sorted(ADDED_IN_V2))
+def test_default_v2_is_a_compatible_evolution_of_v1(registry: Registry, name: str) -> None:
+    """A version-1 log of a default table replays under version 2, nulls in the added columns."""
+    target = registry[name]
+    v1 = pa.schema([f for f in target.wire if f.name not in ADDED_IN_V2[name]])
+    old = pa.RecordBatch.from_pylist([], schema=v1)
+    conf = evolve(v1, 1, target)
+    assert not conf.identity
+    new = conf(pa.RecordBatch.from_arrays([pa.nulls(2, f.type) for f in v1], schema=v1))
+    assert new.schema.equals(target.wire)
+    for col in ADDED_IN_V2[name]:
+        assert new.column(col).to_pylist() == [None, None]
+    assert conf(old).num_rows == 0
+
+
 def test_evolve_incompatible_reported_even_with_bump_missing() -> None:
     """Incompatibility wins over the version message: bumping would not help."""
     cols = [c for c in EXPECTED["trade"] if c[0] != "side"]
@@ -530,7 +563,7 @@ def test_check_wire_unknown_column(trade: TableSchema) -> None:
         check_wire(received, trade)
     msg = str(info.value)
     assert "table 'trade' has no column 'venue'" in msg
-    assert "time, sym, exchange, price, size, side, trade_id, seq, recv_time" in msg
+    assert "time, sym, exchange, price, size, side, trade_id, seq, recv_time, venue_sym" in msg
 
 
 @pytest.mark.parametrize(

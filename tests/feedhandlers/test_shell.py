@@ -1,0 +1,228 @@
+"""The feed I/O shell end to end: a local venue (WebSocket + REST) -> Feed(BinanceSpot) -> a real TP -> a subscriber.
+
+The frames are Binance's documented messages (the literal ones of test_binance.py) played by
+:mod:`tests.feedhandlers.venue_server`; nothing is mocked. Each test checks the rows that
+arrive at the TP: values, the book against hand-computed levels, and the feed_event rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedhandlers.binance import BinanceSpot
+from feedhandlers.shell import Feed, FeedConfig, replay
+from tests.conftest import Collector, TPFactory, TPProcess, free_port
+from tests.feedhandlers.test_binance import snapshot, spot_depth, wrap
+from tests.feedhandlers.venue_server import Drop, RestServer, Sleep, Step, Until, VenueServer
+
+Collect = Callable[..., Collector]
+MS = 1_000_000
+DEPTH = "/api/v3/depth?symbol=BTCUSDT&limit=1000"
+ACK = '{"result": null, "id": 1}'
+TRADE = {"e": "trade", "E": 1672515782136, "s": "BTCUSDT", "t": 12345, "p": "0.001", "q": "100",
+         "T": 1672515782136, "m": True, "M": True}
+TICKER = {"u": 400900217, "s": "BTCUSDT", "b": "25.35190000", "B": "31.21000000", "a": "25.36520000",
+          "A": "40.66000000"}
+SNAP_158 = snapshot(158, [["0.0024", "10"], ["0.0023", "5"]], [["0.0026", "100"], ["0.0027", "3"]])
+
+
+def depth(first: int, final: int, bids: list[list[str]], asks: list[list[str]]) -> str:
+    return spot_depth(first, final, bids, asks, "BTCUSDT")
+
+
+def rows(c: Collector, table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` the subscriber got, without the TP's own time."""
+    out: list[dict[str, Any]] = []
+    for m in c.messages:
+        if m.table == table:
+            out += m.data.drop_columns(["tp_time"]).to_pylist()
+    return out
+
+
+def kinds(c: Collector) -> list[str]:
+    return [r["kind"] for r in rows(c, "feed_event")]
+
+
+async def until(pred: Callable[[], Any], what: str, feed: asyncio.Task[Any], timeout: float = 10.0) -> None:
+    """Wait for ``pred()``; fail at once if the feed task ended (with its exception)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if feed.done():
+            feed.result()
+            raise AssertionError(f"the feed stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def book(feed: Feed) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    venue = feed.venue
+    assert isinstance(venue, BinanceSpot)
+    return venue.book("BTCUSDT").top_raw(10)
+
+
+def test_rows_values_bad_frames_and_capture_replay(tp: TPProcess, collect: Collect, tmp_path: Path) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    cap = tmp_path / "binance.cap"
+    script: list[Step] = [ACK, wrap("btcusdt@trade", TRADE), wrap("btcusdt@bookTicker", TICKER),
+              depth(150, 155, [["0.0024", "1"]], []),  # before the snapshot at 158: skipped
+              "this is not json", b"\xff\x00garbage", wrap("btcusdt@trade", {**TRADE, "t": 12346, "p": "abc"}),
+              depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]]),
+              depth(161, 163, [["0.0023", "0"], ["0.0022", "7"]], [["0.0026", "0"]])]
+
+    async def main() -> tuple[Feed, VenueServer]:
+        with RestServer({DEPTH: [(200, SNAP_158)]}) as rest:
+            async with VenueServer([script]) as server:
+                feed = Feed(BinanceSpot(["BTCUSDT"]), FeedConfig(tp.address, ws_url=server.url, rest_url=rest.url,
+                                                                 capture=cap))
+                task = asyncio.create_task(feed.run())
+                await until(lambda: len(rows(sub, "l2")) == 9, "9 l2 rows", task)
+                feed.stop()
+                stats = await task
+        assert stats["messages"] == len(script) and stats["rows"]["l2"] == 9 and stats["overflow"] == 0
+        assert rest.requests == [DEPTH]
+        return feed, server
+
+    feed, server = asyncio.run(main())
+    assert server.received == [[BinanceSpot(["BTCUSDT"]).subscribe()[0]]]
+    (trade,) = rows(sub, "trade")  # the trade with price "abc" is not a row
+    assert trade["time"].timestamp() * 1000 == 1672515782136
+    assert {k: trade[k] for k in ("sym", "venue_sym", "exchange", "price", "size", "side", "trade_id", "seq")} == {
+        "sym": "BTCUSD", "venue_sym": "BTCUSDT", "exchange": "binance", "price": 0.001, "size": 100.0,
+        "side": "sell", "trade_id": "12345", "seq": 12345}
+    quotes = rows(sub, "quote")
+    assert [(q["bid_price"], q["bid_size"], q["ask_price"], q["ask_size"], q["derived"]) for q in quotes] == [
+        (25.3519, 31.21, 25.3652, 40.66, False),  # bookTicker: native
+        (0.0024, 10.0, 0.0026, 100.0, True), (0.0024, 8.0, 0.0025, 2.0, True)]  # from the book
+    l2 = rows(sub, "l2")
+    assert [(r["side"], r["price"], r["size"], r["is_snapshot"], r["seq_first"], r["seq_last"]) for r in l2] == [
+        ("bid", 0.0024, 10.0, True, 158, 158), ("bid", 0.0023, 5.0, True, 158, 158),
+        ("ask", 0.0026, 100.0, True, 158, 158), ("ask", 0.0027, 3.0, True, 158, 158),
+        ("bid", 0.0024, 8.0, False, 156, 160), ("ask", 0.0025, 2.0, False, 156, 160),
+        ("bid", 0.0023, 0.0, False, 161, 163), ("bid", 0.0022, 7.0, False, 161, 163),
+        ("ask", 0.0026, 0.0, False, 161, 163)]
+    assert book(feed) == ([("0.0024", "8"), ("0.0022", "7")], [("0.0025", "2"), ("0.0027", "3")])
+    events = rows(sub, "feed_event")
+    assert [e["kind"] for e in events] == ["connect", "subscribed", "bad_message", "bad_message", "bad_message"]
+    assert server.url in events[0]["detail"] and all(e["exchange"] == "binance" for e in events)
+    assert "'abc' is not a positive finite decimal" in events[4]["detail"]
+
+    # The capture replays, through a new venue, to the very same rows.
+    live = {t: rows(sub, t) for t in ("trade", "quote", "l2", "feed_event")}
+    before = sub.rows
+    stats = asyncio.run(replay(cap, BinanceSpot(["BTCUSDT"]), FeedConfig(tp.address)))
+    assert stats["messages"] == len(script) and stats["rest_requests"] == 0
+    sub.wait_rows(2 * before, timeout=10)
+    for table, got in live.items():
+        assert rows(sub, table) == got + got, table
+
+
+def test_dropped_connection_reconnects_resubscribes_and_resyncs(tp: TPProcess, collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    snap_301 = snapshot(301, [["0.0029", "4"]], [["0.0031", "2"]])
+    rest = RestServer({DEPTH: [(200, SNAP_158), (500, b'{"msg": "busy"}'), (200, snap_301)]})
+
+    async def main() -> tuple[Feed, VenueServer]:
+        with rest:
+            first: list[Step] = [ACK, depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]]),
+                     Until(lambda: rest.served() >= 1), Sleep(0.2), Drop()]
+            second: list[Step] = [ACK, depth(300, 302, [["0.0030", "1"]], []),
+                      Until(lambda: rest.served() >= 3), Sleep(0.05),
+                      depth(303, 305, [], [["0.0031", "0"], ["0.0032", "5"]])]
+            async with VenueServer([first, second]) as server:
+                feed = Feed(BinanceSpot(["BTCUSDT"], channels={"l2"}),
+                            FeedConfig(tp.address, ws_url=server.url, rest_url=rest.url))
+                task = asyncio.create_task(feed.run())
+                await until(lambda: any(r["seq_last"] == 305 for r in rows(sub, "l2")), "the last delta", task)
+                feed.stop()
+                await task
+        return feed, server
+
+    feed, server = asyncio.run(main())
+    # Subscribed again on the new connection; a new snapshot after the 500 was retried.
+    assert len(server.received) == 2 and server.received[0] == server.received[1]
+    assert rest.requests == [DEPTH, DEPTH, DEPTH]
+    assert book(feed) == ([("0.0030", "1"), ("0.0029", "4")], [("0.0032", "5")])
+    events = rows(sub, "feed_event")
+    assert [e["kind"] for e in events] == ["connect", "subscribed", "disconnect", "reconnect", "subscribed",
+                                           "resync", "resync"]
+    assert "closed" in events[2]["detail"] and server.url in events[2]["detail"]
+    assert "HTTP 500" in events[5]["detail"] and "retrying" in events[5]["detail"]
+    assert (events[5]["sym"], events[5]["venue_sym"]) == ("BTCUSD", "BTCUSDT")
+    l2 = rows(sub, "l2")
+    after = [(r["side"], r["price"], r["size"], r["is_snapshot"]) for r in l2 if r["seq_last"] >= 301]
+    assert after == [("bid", 0.0029, 4.0, True), ("ask", 0.0031, 2.0, True), ("bid", 0.0030, 1.0, False),
+                     ("ask", 0.0031, 0.0, False), ("ask", 0.0032, 5.0, False)]
+    assert feed.stats["reconnects"] == 1 and feed.stats["rest_errors"] == 1
+
+
+def test_silent_server_is_idle_reconnected_and_a_quiet_symbol_is_stale(tp: TPProcess, collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+
+    async def main() -> Feed:
+        # The first connection says one thing and then nothing; the second one trades again.
+        async with VenueServer([[ACK, wrap("btcusdt@trade", TRADE)],
+                                [ACK, wrap("btcusdt@trade", {**TRADE, "t": 12346})]]) as server:
+            feed = Feed(BinanceSpot(["BTCUSDT", "ETHUSDT"], channels={"trade"}),
+                        FeedConfig(tp.address, ws_url=server.url, idle_timeout=0.6, stale_after=0.2))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: len(rows(sub, "trade")) == 2, "the trade on the second connection", task)
+            feed.stop()
+            await task
+        return feed
+
+    feed = asyncio.run(main())
+    events = rows(sub, "feed_event")
+    got = [(e["kind"], e["venue_sym"]) for e in events]
+    # Stale first (ETHUSDT never traded, BTCUSDT traded once), then the idle connection is replaced.
+    assert got[:2] == [("connect", None), ("subscribed", None)]
+    assert sorted(got[2:4]) == [("stale", "BTCUSDT"), ("stale", "ETHUSDT")]
+    assert got[4:7] == [("disconnect", None), ("reconnect", None), ("subscribed", None)]
+    assert "idle" in events[4]["detail"] and "0.6 s" in events[4]["detail"]
+    assert [r["trade_id"] for r in rows(sub, "trade")] == ["12345", "12346"]
+    assert feed.stats["reconnects"] == 1 and feed.stats["events"]["stale"] >= 2
+
+
+def test_overflow_drops_batches_counts_them_and_says_so(tp_process: TPFactory, collect: Collect) -> None:
+    # No TP yet: the publisher cannot connect, its queue (2 batches) fills, later batches are dropped.
+    port = free_port()
+    script: list[Step] = [ACK]
+    for i in range(1, 11):  # one trade per batch: 30 ms apart, flushed every 5 ms
+        script += [wrap("btcusdt@trade", {**TRADE, "t": i}), Sleep(0.03)]
+
+    async def main() -> tuple[Feed, Collector]:
+        async with VenueServer([script]) as server:
+            feed = Feed(BinanceSpot(["BTCUSDT"], channels={"trade"}),
+                        FeedConfig(f"127.0.0.1:{port}", ws_url=server.url, queue_batches=2, flush_ms=5))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: feed.stats["messages"] == 11 and feed.stats["overflow"] >= 5, "overflow", task)
+            tp = await asyncio.to_thread(tp_process, port=port)
+            sub = collect(tp.address, from_seq=0)
+            await until(lambda: "overflow" in kinds(sub), "the overflow event", task)
+            feed.stop()
+            await task
+        return feed, sub
+
+    feed, sub = asyncio.run(main())
+    stats = feed.stats
+    (event,) = [e for e in rows(sub, "feed_event") if e["kind"] == "overflow"]
+    assert event["detail"].startswith(f"{stats['overflow']} rows dropped: the publish queue (2 batches) was full")
+    # Every parsed row was either published or counted as lost.
+    published = len(rows(sub, "trade")) + len(rows(sub, "feed_event"))
+    assert published == sum(stats["rows"].values())
+    assert stats["rows"]["trade"] + stats["overflow"] >= 10 and stats["overflow_batches"] >= 5
+    assert [int(r["trade_id"]) for r in rows(sub, "trade")] == sorted(int(r["trade_id"]) for r in rows(sub, "trade"))
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="queue_batches must be > 0"):
+        FeedConfig(None, queue_batches=0)
