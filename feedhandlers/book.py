@@ -79,6 +79,7 @@ _SIDE_NAMES: Final = ("bid", "ask")
 # v1's timestamp, OKX's order counts) is ignored.
 Level = Sequence[str]
 PriceSize = tuple[Decimal, Decimal]
+Dropped = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (bid levels, ask levels) as the venue's strings
 
 _ZERO: Final = Decimal(0)
 _INF: Final = Decimal("Infinity")
@@ -148,18 +149,18 @@ class Book:
         """
         self._update(side, ((price, size),))
 
-    def apply_many(self, bids: Iterable[Level], asks: Iterable[Level], seq: int | None = None) -> None:
+    def apply_many(self, bids: Iterable[Level], asks: Iterable[Level], seq: int | None = None) -> Dropped:
         """Apply one delta message: every bid level, every ask level, then truncate to ``depth``.
 
         Levels are applied in the order given, so a price repeated in one message ends
-        at its last size, as the venues specify.
+        at its last size, as the venues specify. Returns what truncation dropped.
         """
         self._update(BID, bids)
         self._update(ASK, asks)
-        if self.depth is not None:
-            self.truncate()
+        dropped = self.truncate() if self.depth is not None else ([], [])
         if seq is not None:
             self.seq = seq
+        return dropped
 
     def _update(self, side: Side, levels: Iterable[Level]) -> None:
         # The hot loop: per level two C-level Decimal parses, two chained comparisons and
@@ -195,16 +196,22 @@ class Book:
                     f"('0' removes the level); the book is now invalid until the next snapshot"
                 ) from None
 
-    def truncate(self) -> None:
-        """Drop levels beyond ``depth`` on each side, worst first (lowest bids, highest asks)."""
+    def truncate(self) -> Dropped:
+        """Drop levels beyond ``depth`` on each side, worst first (lowest bids, highest asks).
+
+        Returns the dropped levels' (price, size) strings per side, so a venue whose book
+        is kept at a depth can publish their removal without reading the whole side.
+        """
         depth = self.depth
+        dropped: Dropped = ([], [])
         if depth is None:
-            return
+            return dropped
         for side, worst in ((BID, 0), (ASK, -1)):
             book = self._levels[side]
             keys = self._keys[side]
             while len(keys) > depth:
-                del book[keys.pop(worst)]
+                dropped[side].append(book.pop(keys.pop(worst)))
+        return dropped
 
     def invalidate(self, reason: str) -> None:
         """Mark the book bad (gap, checksum failure, malformed data) and empty it.

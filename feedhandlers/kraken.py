@@ -284,26 +284,8 @@ class Kraken(Venue):
     def _apply_update(
         self, book: Book, bids: list[tuple[str, str]], asks: list[tuple[str, str]]
     ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """Apply one update (all levels, then truncate) and return the levels truncation dropped.
-
-        Book exposes no "what did truncate() drop", so when a side could overflow its depth
-        the side is read before and after (``top_raw(depth)`` is the whole side, since the
-        book never holds more than ``depth`` levels between messages).
-        """
-        depth = self.depth
-        n_bids, n_asks = book.counts
-        watch_bids = n_bids + len(bids) > depth
-        watch_asks = n_asks + len(asks) > depth
-        if not (watch_bids or watch_asks):
-            book.apply_many(bids, asks)
-            return [], []
-        before = book.top_raw(depth)
-        book.apply_many(bids, asks)
-        after = book.top_raw(depth)
-        return (
-            _dropped(before[0], after[0], bids) if watch_bids else [],
-            _dropped(before[1], after[1], asks) if watch_asks else [],
-        )
+        """Apply one update (all levels, then truncate) and return the levels truncation dropped."""
+        return book.apply_many(bids, asks)
 
     def _publish_top(self, book: Book, vsym: str, sym: str, time: int, recv_ns: int, out: Out) -> None:
         bids, asks = book.top_raw(1)
@@ -344,25 +326,6 @@ class Kraken(Venue):
     def _bad(self, out: Out, recv_ns: int, detail: str, venue_sym: str | None = None) -> None:
         out.event(time=recv_ns, kind="bad_message", detail=detail, venue_sym=venue_sym,
                   sym=self._sym(venue_sym) if venue_sym else None)
-
-
-def _dropped(before: list[tuple[str, str]], after: list[tuple[str, str]],
-             levels: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Levels held before or set by this message, not deleted by it, and gone after: truncated away.
-
-    Compared as exact decimals, like the book keys its levels.
-    """
-    kept = {Decimal(p) for p, _ in after}
-    final: dict[Decimal, tuple[str, str]] = {}
-    for price, size in before:
-        final[Decimal(price)] = (price, size)
-    for price, size in levels:
-        key = Decimal(price)
-        if Decimal(size):
-            final[key] = (price, size)
-        else:
-            final.pop(key, None)  # deleted by the message itself: its own "0" row says so
-    return [level for key, level in final.items() if key not in kept]
 
 
 def _symbol(item: dict[str, Any]) -> str:

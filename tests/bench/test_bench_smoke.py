@@ -109,3 +109,24 @@ def test_bench_eod_quick() -> None:
     assert _is_number(fig["seconds"]) and _is_number(fig["cpu_seconds"]) and fig["file_bytes"] > 0
     assert r["rows_per_s"] == fig["rows_per_s"] and isinstance(r["goal_met"], bool)
     assert "baseline" not in r and "ratio_vs_baseline" not in r  # --no-baselines: ours only
+
+
+def test_bench_feed_quick() -> None:
+    r = _run("bench_feed.py")
+    assert r["messages"] == 2000 and r["pinned_cpus"] in (None, [0])
+    assert {"binance", "coinbase", "kraken"} <= set(r["parse"])
+    for venue, kinds in r["parse"].items():
+        for kind in ("trade", "book"):
+            fig = kinds[kind]
+            assert fig["messages"] >= 1 and fig["rows"] >= fig["messages"], (venue, kind)  # >= 1 row per message
+            assert _is_number(fig["messages_per_s"]) and fig["messages_per_s"] > 0, (venue, kind)
+            assert _is_number(fig["rows_per_s"]) and _is_number(fig["seconds"]), (venue, kind)
+            assert fig["feed_events"] == {}, (venue, kind)  # valid messages: no gap, checksum or bad_message
+            goal = r["goals"][f"{venue}_{kind}_messages_per_s"]
+            assert goal["goal"] == {"trade": 200_000, "book": 100_000}[kind] and isinstance(goal["met"], bool)
+    assert isinstance(r["goal_met"], bool)
+    for kind in ("trade", "book"):
+        e2e = r["e2e"]["binance"][kind]
+        assert e2e["messages"] >= 2000 and e2e["rows"] >= 2000 and e2e["overflow"] == 0, kind
+        assert _is_number(e2e["messages_per_s"]) and e2e["rows_per_s"] > 0, kind
+    assert r["e2e"]["binance"]["book"]["rows_by_table"]["l2"] >= 2 * 2000 + 2 * 1000  # deltas + the snapshot
