@@ -30,7 +30,7 @@ symbols are untouched. The REST snapshot holds at most 1,000 levels per side, so
 deeper than that are only as complete as the deltas make them (Binance's documented caveat).
 
 Numbers: Binance sends prices and sizes as decimal strings and ids and times as integers;
-the decoder still maps any JSON float to its source text (``parse_float=str``), and every
+the decoder still maps any JSON float to its source text (:mod:`feedhandlers.jsonwire`), and every
 price and size is checked as a finite decimal string before a row is written, so nothing
 goes through a float. Times are the venue's (trade time ``T``, depth event time ``E`` on spot
 and transaction time ``T`` on futures) in int ns UTC; spot ``bookTicker`` and spot REST
@@ -46,15 +46,13 @@ from decimal import Decimal
 from typing import Any, Final
 
 from feedhandlers.book import APPLY, SKIP, BinanceFuturesSync, BinanceSpotSync, Book, SeqCheck
+from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, Rest, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["BinanceFutures", "BinanceSpot"]
 
-# One decoder for the module: ``json.loads(raw, parse_float=str)`` would build a new
-# JSONDecoder on every call (only the no-argument call reuses the cached one).
-_decode: Final = json.JSONDecoder(parse_float=str).decode
 
 _MS: Final = 1_000_000  # Binance times are milliseconds; rows are nanoseconds
 _ZERO: Final = Decimal(0)
@@ -181,7 +179,7 @@ class _Binance(Venue):
 
     def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
         try:
-            msg = _decode(raw if raw.__class__ is str else bytes(raw).decode())  # type: ignore[arg-type]
+            msg = decode(raw)
             if msg.__class__ is not dict:
                 raise _BadMessage(f"a {type(msg).__name__}, not a JSON object")
             route = self._routes.get(msg.get("stream", ""))
@@ -196,7 +194,7 @@ class _Binance(Venue):
         except _BadMessage as exc:
             self._bad(str(exc), raw, recv_ns, out)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError) as exc:
-            # ValueError covers JSONDecodeError and UnicodeDecodeError; KeyError a missing field;
+            # ValueError covers msgspec's DecodeError (also for bytes that are not UTF-8); KeyError a missing field;
             # TypeError and AttributeError a message that is not an object (a list, a number).
             self._bad(f"{type(exc).__name__}: {exc}", raw, recv_ns, out)
 
@@ -337,7 +335,7 @@ class _Binance(Venue):
         if st.sync is not None:
             return  # already synced by an earlier answer: a late one would rewind the book
         try:
-            doc = _decode(bytes(body).decode())
+            doc = decode(body)
             last = _int(doc["lastUpdateId"], "lastUpdateId")
             bids = _levels(doc["bids"], "bids")
             asks = _levels(doc["asks"], "asks")

@@ -55,15 +55,12 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from feedhandlers.book import APPLY, SKIP, Book, CoinbaseSync, SeqCheck
+from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["Coinbase", "parse_time"]
-
-# Coinbase sends prices as strings; parse_float=str keeps any bare number exact too.
-# One decoder for the module: json.loads(raw, parse_float=str) would build one per call.
-_decode: Final = json.JSONDecoder(parse_float=str).decode
 
 _ZERO: Final = Decimal(0)
 _INF: Final = Decimal("Infinity")
@@ -195,7 +192,7 @@ class Coinbase(Venue):
 
     def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
         try:
-            msg = _decode(raw if isinstance(raw, str) else raw.decode())
+            msg = decode(raw)  # any bare JSON number stays exact text
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             out.event(time=recv_ns, kind="bad_message", detail=f"not JSON ({exc}): {_clip(raw)}")
             return

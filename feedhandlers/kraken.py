@@ -28,11 +28,10 @@ ignored and no l2 or derived quote row is published for it; the snapshot brings 
 
 Kraken v2 puts prices and quantities on the wire as bare JSON *numbers* at full precision
 (``"qty":0.10000000``, ``"price":62807.0``), and the checksum is computed over that decimal
-text, trailing zeros included. So messages are parsed with ``parse_float=str, parse_int=str``:
-every number stays the exact text sent (a float round-trip would turn ``0.10000000`` into
-``0.1`` and fail every checksum), and integers such as ``connection_id`` (> 2**53) or a qty
-sent as ``1`` stay exact too. Integer fields that are used as integers (``checksum``,
-``trade_id``) are converted with ``int()``.
+text, trailing zeros included. So messages are decoded by :mod:`feedhandlers.jsonwire`: every
+float stays the exact text sent (a float round-trip would turn ``0.10000000`` into ``0.1`` and
+fail every checksum), integers such as ``connection_id`` (> 2**53) stay exact ints, and a price
+or qty sent as an integer (``1``) is turned back into its text, which is what the checksum uses.
 
 Heartbeats (``{"channel":"heartbeat"}``, 1 Hz), ``status`` messages, ``unsubscribe`` acks and
 pongs produce nothing; a successful ``subscribe`` ack produces a ``subscribed`` event; a
@@ -50,6 +49,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 
 from feedhandlers.book import Book, kraken_checksum
+from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, Send, Venue
 from tickerplant.exceptions import DataError
@@ -118,7 +118,7 @@ class Kraken(Venue):
 
     def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
         try:
-            msg = json.loads(raw, parse_float=str, parse_int=str)
+            msg = decode(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self._bad(out, recv_ns, f"not JSON ({exc}): {_clip(raw)}")
             return
@@ -182,7 +182,7 @@ class Kraken(Venue):
         # batch rejects the message, never half of it.
         parsed = []
         for t in msg["data"]:
-            price, qty, side = t["price"], t["qty"], t["side"]
+            price, qty, side = _num(t["price"]), _num(t["qty"]), t["side"]
             if not (_positive(price) and _positive(qty)):
                 raise ValueError(f"price {price!r} and qty {qty!r} must be positive decimal numbers")
             if side not in _SIDES:
@@ -200,7 +200,7 @@ class Kraken(Venue):
     def _on_ticker(self, msg: dict[str, Any], recv_ns: int, out: Out) -> None:
         parsed = []
         for t in msg["data"]:
-            bid, bid_qty, ask, ask_qty = t["bid"], t["bid_qty"], t["ask"], t["ask_qty"]
+            bid, bid_qty, ask, ask_qty = _num(t["bid"]), _num(t["bid_qty"]), _num(t["ask"]), _num(t["ask_qty"])
             if not (_positive(bid) and _positive(ask) and _non_negative(bid_qty) and _non_negative(ask_qty)):
                 raise ValueError(f"bid {bid!r} x {bid_qty!r}, ask {ask!r} x {ask_qty!r} must be decimal numbers")
             # Older v2 servers send no ticker timestamp: the receive time is the best we have.
@@ -229,8 +229,8 @@ class Kraken(Venue):
         if not snapshot and not book.valid:
             return  # a dropped book waits for its resubscription's snapshot; its updates mean nothing
         try:
-            bids = [(lv["price"], lv["qty"]) for lv in entry.get("bids", ())]
-            asks = [(lv["price"], lv["qty"]) for lv in entry.get("asks", ())]
+            bids = [(_num(lv["price"]), _num(lv["qty"])) for lv in entry.get("bids", ())]
+            asks = [(_num(lv["price"]), _num(lv["qty"])) for lv in entry.get("asks", ())]
             expected = int(entry["checksum"])
             ts = entry.get("timestamp")
             time = recv_ns if ts is None else _ts_ns(ts)
@@ -333,6 +333,13 @@ def _symbol(item: dict[str, Any]) -> str:
     if vsym.__class__ is not str or not vsym:
         raise ValueError(f"symbol {vsym!r} is not a pair name like 'BTC/USD'")
     return str(vsym)
+
+
+def _num(value: Any) -> str:
+    """A Kraken number as its exact wire text: floats already are (jsonwire), integers become text."""
+    if value.__class__ is str or value.__class__ is int:  # not bool, not a nested object
+        return str(value)
+    raise ValueError(f"{value!r} is not a number")
 
 
 def _positive(text: object) -> bool:

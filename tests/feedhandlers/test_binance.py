@@ -247,8 +247,9 @@ def test_reconnect_then_new_snapshot_rebuilds_the_book() -> None:
 
 
 @pytest.mark.parametrize(("raw", "why"), [
-    (b"\x00\xffgarbage", "UnicodeDecodeError"),
-    ("{not json", "JSONDecodeError"),
+    (b"\x00\xffgarbage", "JSON is malformed"),
+    (b"{\"stream\": \"\xff\"}", "DecodeError"),
+    ("{not json", "DecodeError"),
     ("[1, 2, 3]", "a list, not a JSON object"),
     ('{"stream": "bnbbtc@trade"}', "KeyError"),
     ('{"stream": "bnbbtc@trade", "data": [1]}', "not an object"),
