@@ -30,7 +30,7 @@ from tickerplant.schema import TIMESTAMP, Registry, TableSchema, type_name
 # Feed event kinds (DESIGN: feed health is published next to the data).
 EVENT_KINDS = frozenset({
     "connect", "disconnect", "reconnect", "subscribed", "gap", "checksum", "resync", "stale",
-    "crossed", "bad_message", "unknown_message", "overflow",
+    "crossed", "bad_message", "unknown_message", "overflow", "rest_error",
 })
 
 # Quote currencies that mean "US dollar" for the normalized symbol: a stablecoin pair and

@@ -10,8 +10,9 @@ requests, reconnects, the capture file and the tickerplant connection. It runs t
   dropped connection calls ``venue.on_disconnect`` and reconnects with exponential backoff
   (reset once the new connection delivers a frame after subscribing);
 * the **watchdog**: turns parsed rows into Arrow batches (``normalize.to_batches``) at
-  least every ``flush_ms``, declares the connection dead after ``idle_timeout`` without a
-  frame (and reconnects), and reports a subscribed symbol silent for ``stale_after`` as a
+  least every ``flush_ms``, sends ``venue.ping()`` after ``venue.keepalive`` seconds without a
+  frame (for venues that want an application-level ping), declares the connection dead after
+  ``idle_timeout`` without a frame (and reconnects), and reports a subscribed symbol silent for ``stale_after`` as a
   ``stale`` feed event without touching the connection (a quiet symbol is not a dead feed);
 * the **publisher**: takes batches from a bounded queue and publishes them with
   :class:`~tickerplant.publisher.AsyncPublisher`, which reconnects to a restarted TP by itself.
@@ -20,8 +21,8 @@ The read loop never awaits the publisher: when the queue is full, the batch is d
 counted (``stats["overflow"]``) and an ``overflow`` feed event says how many rows were lost.
 
 Connection health is published in ``feed_event`` rows next to the data: ``connect``,
-``disconnect`` (with the reason), ``reconnect``, ``stale``, ``overflow``, and ``resync``
-rows for failed snapshot requests. Everything that decides a row (frames, REST answers,
+``disconnect`` (with the reason), ``reconnect``, ``stale``, ``overflow``, and ``rest_error``
+rows for failed snapshot requests (retried with backoff). Everything that decides a row (frames, REST answers,
 opens and closes with their reasons) is captured with its receive time, so :func:`replay`
 of a capture through the same venue yields the same rows, events included (``stale`` and
 ``overflow`` excepted: they are about the live process, not the data).
@@ -111,6 +112,7 @@ class Feed:
         self._opened = 0  # connections that opened (the first is "connect", later ones "reconnect")
         self._idle_reason: str | None = None
         self._last_frame = time.monotonic()
+        self._last_ping = 0.0  # monotonic time of the last keepalive sent
         self._last_flush = time.monotonic()
         self._lost_rows = 0  # dropped on overflow and not yet reported in a feed event
         self._rest_tasks: dict[str, asyncio.Task[None]] = {}
@@ -363,7 +365,7 @@ class Feed:
             return
         self.stats["rest_errors"] += 1
         what = f"HTTP {status}: {body[:_DETAIL].decode(errors='replace')}" if status else body.decode(errors="replace")
-        self.out.event(time=recv_ns, kind="resync", venue_sym=venue_sym, sym=normalize_symbol(venue_sym),
+        self.out.event(time=recv_ns, kind="rest_error", venue_sym=venue_sym, sym=normalize_symbol(venue_sym),
                        detail=f"snapshot request GET {url} failed ({what}); retrying with backoff")
 
     # -- batches and the queue -------------------------------------------------------
@@ -466,7 +468,7 @@ class Feed:
 
     async def _watchdog(self, live: bool) -> None:
         cfg = self.config
-        tick = min(cfg.flush_ms / 1000, cfg.idle_timeout / 4, cfg.stale_after / 4)
+        tick = min(cfg.flush_ms / 1000, cfg.idle_timeout / 4, cfg.stale_after / 4, (self.venue.keepalive or 1) / 4)
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -477,6 +479,14 @@ class Feed:
             if self._capture is not None:
                 self._capture.poll()
             ws = self._ws
+            keepalive = self.venue.keepalive
+            if ws is not None and keepalive is not None and now - max(self._last_frame, self._last_ping) > keepalive:
+                self._last_ping = now
+                text = self.venue.ping()
+                if self._capture is not None:
+                    self._capture.write(time.time_ns(), self._stream, text, cap.SENT)
+                with contextlib.suppress(ConnectionClosed):  # the read loop reports the close
+                    await ws.send(text)
             if ws is not None and now - self._last_frame > cfg.idle_timeout and self._idle_reason is None:
                 self._idle_reason = (f"idle: no frame from {self.venue.name} for {cfg.idle_timeout:g} s "
                                      f"(idle_timeout); the connection is presumed dead")

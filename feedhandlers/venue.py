@@ -40,6 +40,10 @@ class Venue(abc.ABC):
     name: str  # the `exchange` column, e.g. "binance"
     ws_url: str  # default endpoints; the shell's --ws-url / --rest-url override them
     rest_url: str
+    # Application-level keepalive: venues that close a connection with no traffic from the
+    # client (OKX after 30 s, Bybit after 10 min without a ping) set ``keepalive`` to the
+    # seconds of quiet after which the shell sends :meth:`ping`. None: the venue needs none.
+    keepalive: float | None = None
 
     def __init__(self, symbols: Sequence[str], channels: Collection[str] = CHANNELS) -> None:
         unknown = set(channels) - CHANNELS
@@ -54,6 +58,10 @@ class Venue(abc.ABC):
     def url(self, ws_url: str) -> str:
         """The URL to connect to (venues that subscribe by URL path override this)."""
         return ws_url
+
+    def ping(self) -> str:
+        """The keepalive message the shell sends every :attr:`keepalive` seconds of quiet."""
+        raise TypeError(f"{self.name} sets no keepalive, so it has no ping message")
 
     @abc.abstractmethod
     def subscribe(self) -> list[str]:

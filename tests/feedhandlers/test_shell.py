@@ -153,7 +153,7 @@ def test_dropped_connection_reconnects_resubscribes_and_resyncs(tp: TPProcess, c
     assert book(feed) == ([("0.0030", "1"), ("0.0029", "4")], [("0.0032", "5")])
     events = rows(sub, "feed_event")
     assert [e["kind"] for e in events] == ["connect", "subscribed", "disconnect", "reconnect", "subscribed",
-                                           "resync", "resync"]
+                                           "rest_error", "resync"]
     assert "closed" in events[2]["detail"] and server.url in events[2]["detail"]
     assert "HTTP 500" in events[5]["detail"] and "retrying" in events[5]["detail"]
     assert (events[5]["sym"], events[5]["venue_sym"]) == ("BTCUSD", "BTCUSDT")
@@ -190,6 +190,32 @@ def test_silent_server_is_idle_reconnected_and_a_quiet_symbol_is_stale(tp: TPPro
     assert "idle" in events[4]["detail"] and "0.6 s" in events[4]["detail"]
     assert [r["trade_id"] for r in rows(sub, "trade")] == ["12345", "12346"]
     assert feed.stats["reconnects"] == 1 and feed.stats["events"]["stale"] >= 2
+
+
+class PingingBinance(BinanceSpot):
+    keepalive = 0.5
+
+    def ping(self) -> str:
+        return '{"method":"ping"}'
+
+
+def test_keepalive_pings_a_quiet_connection_and_no_ping_while_frames_flow() -> None:
+    async def main() -> VenueServer:
+        script: list[Step] = [ACK]
+        for i in range(1, 9):  # trades 20 ms apart: no quiet spell of 0.5 s
+            script += [wrap("btcusdt@trade", {**TRADE, "t": i}), Sleep(0.02)]
+        async with VenueServer([script]) as server:
+            feed = Feed(PingingBinance(["BTCUSDT"], channels={"trade"}), FeedConfig(None, ws_url=server.url))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: feed.stats["messages"] == 9, "the trades", task)
+            assert server.received[0].count('{"method":"ping"}') == 0
+            await until(lambda: server.received[0].count('{"method":"ping"}') >= 2, "two pings", task)
+            feed.stop()
+            await task
+        return server
+
+    server = asyncio.run(main())
+    assert server.connections == 1 and str(server.received[0][0]).startswith('{"method":"SUBSCRIBE"')
 
 
 def test_overflow_drops_batches_counts_them_and_says_so(tp_process: TPFactory, collect: Collect) -> None:
