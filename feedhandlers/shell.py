@@ -6,7 +6,8 @@ requests, reconnects, the capture file and the tickerplant connection. It runs t
 * the **read loop**: connect (``websockets``), send ``venue.subscribe()``, then per frame
   stamp ``recv_ns = time.time_ns()``, capture it, ``venue.on_message(raw, recv_ns, out)``
   and carry out ``venue.actions()`` (``Send`` on the socket, ``Rest`` as a GET in a thread
-  whose answer goes to ``venue.on_snapshot`` back on the loop, retried with backoff). A
+  whose answer goes to ``venue.on_snapshot`` back on the loop, retried with backoff,
+  ``Reconnect`` as a clean close followed by a new connection). A
   dropped connection calls ``venue.on_disconnect`` and reconnects with exponential backoff
   (reset once the new connection delivers a frame after subscribing);
 * the **watchdog**: turns parsed rows into Arrow batches (``normalize.to_batches``) at
@@ -48,7 +49,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from feedhandlers import capture as cap
 from feedhandlers.capture import CaptureWriter, areplay, parse_close, parse_rest
 from feedhandlers.normalize import Out, normalize_symbol, to_batches
-from feedhandlers.venue import Rest, Send, Venue
+from feedhandlers.venue import Action, Reconnect, Rest, Send, Venue
 from tickerplant.exceptions import DataError, RejectedError, TickError
 from tickerplant.publisher import AsyncPublisher
 from tickerplant.schema import Registry
@@ -110,7 +111,7 @@ class Feed:
         self._ws: ClientConnection | None = None
         self._stream = 0  # capture stream id of the current connection attempt
         self._opened = 0  # connections that opened (the first is "connect", later ones "reconnect")
-        self._idle_reason: str | None = None
+        self._close_reason: str | None = None
         self._last_frame = time.monotonic()
         self._last_ping = 0.0  # monotonic time of the last keepalive sent
         self._last_flush = time.monotonic()
@@ -203,7 +204,7 @@ class Feed:
                     await self._session(ws, url, backoff)
                 reason = f"closed by {self.venue.name}: the connection ended without an error"
             except ConnectionClosed as exc:
-                reason = self._idle_reason or f"connection to {url} closed: {exc}"
+                reason = self._close_reason or f"connection to {url} closed: {exc}"
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, WebSocketException) as exc:
                 what = f"connection to {url} lost" if opened else f"cannot connect to {url}"
                 reason = f"{what}: {type(exc).__name__}: {exc}"
@@ -222,7 +223,7 @@ class Feed:
 
     async def _session(self, ws: ClientConnection, url: str, backoff: Backoff) -> None:
         self._ws = ws
-        self._idle_reason = None
+        self._close_reason = None
         recv_ns = time.time_ns()
         if self._capture is not None:
             self._capture.write_open(recv_ns, self._stream, url)
@@ -243,13 +244,23 @@ class Feed:
                 backoff.reset()
                 first = False
             self._on_frame(raw, recv_ns)
-            for action in self.venue.actions():
-                if isinstance(action, Send):
-                    if capture is not None:
-                        capture.write(recv_ns, stream, action.text, cap.SENT)
+            await self._carry_out(self.venue.actions(), ws, recv_ns, stream)
+
+    async def _carry_out(self, actions: list[Action], ws: ClientConnection | None, recv_ns: int, stream: int) -> None:
+        """Do what the venue asked for: send on ``ws`` (if still open), fetch snapshots, reconnect."""
+        for action in actions:
+            if isinstance(action, Rest):
+                self._request(action)
+            elif ws is None:
+                continue  # the connection is gone: sends and reconnects are for a socket that no longer exists
+            elif isinstance(action, Send):
+                if self._capture is not None:
+                    self._capture.write(recv_ns, stream, action.text, cap.SENT)
+                with contextlib.suppress(ConnectionClosed):  # the read loop reports the close
                     await ws.send(action.text)
-                else:
-                    self._request(action)
+            elif isinstance(action, Reconnect):
+                self._close_reason = f"{self.venue.name} asked for a reconnect: {action.reason}"
+                await ws.close(1000, "reconnecting")
 
     def _request(self, action: Rest) -> None:
         """Start fetching a snapshot unless one for that symbol is already on its way."""
@@ -277,16 +288,7 @@ class Feed:
             if status == 200:
                 self._rest_tasks.pop(action.venue_sym, None)  # the venue may ask again from on_snapshot
                 self._on_rest(action.venue_sym, url, status, body, recv_ns)
-                ws = self._ws
-                for follow in self.venue.actions():
-                    if isinstance(follow, Send):
-                        if ws is not None:
-                            if self._capture is not None:
-                                self._capture.write(recv_ns, stream, follow.text, cap.SENT)
-                            with contextlib.suppress(ConnectionClosed):  # the read loop reports the close
-                                await ws.send(follow.text)
-                    else:
-                        self._request(follow)
+                await self._carry_out(self.venue.actions(), self._ws, recv_ns, stream)
                 return
             self._on_rest(action.venue_sym, url, status, body, recv_ns)
             await asyncio.sleep(backoff.next())
@@ -487,8 +489,8 @@ class Feed:
                     self._capture.write(time.time_ns(), self._stream, text, cap.SENT)
                 with contextlib.suppress(ConnectionClosed):  # the read loop reports the close
                     await ws.send(text)
-            if ws is not None and now - self._last_frame > cfg.idle_timeout and self._idle_reason is None:
-                self._idle_reason = (f"idle: no frame from {self.venue.name} for {cfg.idle_timeout:g} s "
+            if ws is not None and now - self._last_frame > cfg.idle_timeout and self._close_reason is None:
+                self._close_reason = (f"idle: no frame from {self.venue.name} for {cfg.idle_timeout:g} s "
                                      f"(idle_timeout); the connection is presumed dead")
                 ws.transport.abort()
             if ws is not None:

@@ -3,7 +3,7 @@
 Each exchange adapter is a :class:`Venue`: it says what to send after connecting, turns
 every raw WebSocket message (and REST snapshot answer) into rows of an
 :class:`~feedhandlers.normalize.Out`, keeps its order books and sequence state, and asks
-the I/O shell for what it needs next (a REST snapshot, a message to send) through
+the I/O shell for what it needs next (a REST snapshot, a message to send, a reconnect) through
 :meth:`Venue.actions`. It never touches a socket or a clock: the shell stamps each
 message's receive time, so a capture replayed through the same Venue gives the same rows.
 """
@@ -34,6 +34,16 @@ class Send:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Close the connection and connect again (the venue announced maintenance or asked for it)."""
+
+    reason: str
+
+
+Action = Rest | Send | Reconnect
+
+
 class Venue(abc.ABC):
     """One exchange's message formats and book rules; one instance per connection's lifetime of state."""
 
@@ -53,7 +63,7 @@ class Venue(abc.ABC):
             raise ValueError(f"{self.name}: give at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT")
         self.symbols = list(symbols)
         self.channels = frozenset(channels)
-        self._actions: list[Rest | Send] = []
+        self._actions: list[Action] = []
 
     def url(self, ws_url: str) -> str:
         """The URL to connect to (venues that subscribe by URL path override this)."""
@@ -80,11 +90,11 @@ class Venue(abc.ABC):
     def on_disconnect(self, recv_ns: int, out: Out) -> None:
         """The connection dropped: reset per-connection state; every book is stale until snapshotted again."""
 
-    def actions(self) -> list[Rest | Send]:
+    def actions(self) -> list[Action]:
         """What the shell should do now, in order; each action is returned once."""
         taken, self._actions = self._actions, []
         return taken
 
-    def _request(self, action: Rest | Send) -> None:
+    def _request(self, action: Action) -> None:
         if action not in self._actions:
             self._actions.append(action)

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from feedhandlers.binance import BinanceSpot
+from feedhandlers.normalize import Out
 from feedhandlers.shell import Feed, FeedConfig, replay
+from feedhandlers.venue import Reconnect
 from tests.conftest import Collector, TPFactory, TPProcess, free_port
 from tests.feedhandlers.test_binance import snapshot, spot_depth, wrap
 from tests.feedhandlers.venue_server import Drop, RestServer, Sleep, Step, Until, VenueServer
@@ -216,6 +218,37 @@ def test_keepalive_pings_a_quiet_connection_and_no_ping_while_frames_flow() -> N
 
     server = asyncio.run(main())
     assert server.connections == 1 and str(server.received[0][0]).startswith('{"method":"SUBSCRIBE"')
+
+
+class MaintenanceBinance(BinanceSpot):
+    """Binance has no such message; Bitstamp's bts:request_reconnect and OKX's notices do this."""
+
+    def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
+        if raw == "please reconnect":
+            self._request(Reconnect("maintenance announced"))
+            return
+        super().on_message(raw, recv_ns, out)
+
+
+def test_a_venue_asking_for_a_reconnect_gets_a_clean_close_and_a_new_connection(tp: TPProcess,
+                                                                                 collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+
+    async def main() -> VenueServer:
+        async with VenueServer([[ACK, "please reconnect"], [ACK, wrap("btcusdt@trade", TRADE)]]) as server:
+            feed = Feed(MaintenanceBinance(["BTCUSDT"], channels={"trade"}), FeedConfig(tp.address, ws_url=server.url))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: len(rows(sub, "trade")) == 1, "the trade on the second connection", task)
+            feed.stop()
+            await task
+        return server
+
+    server = asyncio.run(main())
+    assert server.connections == 2
+    events = rows(sub, "feed_event")
+    assert [e["kind"] for e in events] == ["connect", "subscribed", "disconnect", "reconnect", "subscribed"]
+    assert events[2]["detail"] == "binance asked for a reconnect: maintenance announced"
 
 
 def test_overflow_drops_batches_counts_them_and_says_so(tp_process: TPFactory, collect: Collect) -> None:
