@@ -45,6 +45,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Final, Literal
 
 from sortedcontainers import SortedList
@@ -257,6 +258,8 @@ class Book:
             return [], []
         bid_book, ask_book = self._levels
         bid_keys, ask_keys = self._keys
+        if n == 1:  # the top of book after every message: plain indexing, no islice iterators
+            return ([bid_book[bid_keys[-1]]] if bid_keys else [], [ask_book[ask_keys[0]]] if ask_keys else [])
         return (
             [bid_book[k] for k in bid_keys.islice(max(len(bid_keys) - n, 0), reverse=True)],
             [ask_book[k] for k in ask_keys.islice(0, n)],
@@ -283,15 +286,19 @@ class Book:
 # -- checksums -------------------------------------------------------------------------
 
 
-def _kraken_field(text: str) -> str:
-    return text.replace(".", "").lstrip("0")
+@lru_cache(maxsize=1 << 16)
+def _kraken_level(level: tuple[str, str]) -> str:
+    # Cached per level: a top-10 level usually survives many updates, and this string work
+    # was half the cost of a Kraken book message (bench/bench_feed.py).
+    price, size = level
+    return price.replace(".", "").lstrip("0") + size.replace(".", "").lstrip("0")
 
 
 def kraken_checksum_input(book: Book) -> str:
     """The string Kraken WS v2 hashes: top 10 asks low to high, then top 10 bids high to low,
     each as price then qty with '.' removed and leading zeros stripped, all concatenated."""
     bids, asks = book.top_raw(10)
-    return "".join(_kraken_field(p) + _kraken_field(s) for p, s in (*asks, *bids))
+    return "".join(map(_kraken_level, asks)) + "".join(map(_kraken_level, bids))
 
 
 def kraken_checksum(book: Book) -> int:

@@ -11,6 +11,7 @@ Books are checked against hand-computed levels.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -22,7 +23,12 @@ from hypothesis import strategies as st
 from feedhandlers.book import BID
 from feedhandlers.coinbase import Coinbase, parse_time
 from feedhandlers.normalize import Out
+from feedhandlers.shell import Feed, FeedConfig
 from feedhandlers.venue import Send
+from tests.conftest import TPProcess
+from tests.feedhandlers.test_shell import Collect, until
+from tests.feedhandlers.test_shell import rows as tp_rows
+from tests.feedhandlers.venue_server import Drop, Sleep, Step, Until, VenueServer
 
 RECV = 1_700_000_000_000_000_000
 T0 = "2023-02-09T20:32:50.714964855Z"
@@ -396,3 +402,63 @@ def test_parse_time_forms_and_rejects() -> None:
                 "2023-02-09T20:32:50+01:00", "2023-13-09T20:32:50Z", "2023-02-09T20:32:50.-1Z", ""):
         with pytest.raises(ValueError):
             parse_time(bad)
+
+
+# -- end to end: a local Coinbase (WebSocket) -> Feed(Coinbase) -> a real TP -> a subscriber ---------
+
+
+def ack(seq: int) -> str:
+    return json.dumps({"channel": "subscriptions", "client_id": "", "timestamp": T0, "sequence_num": seq,
+                       "events": [{"subscriptions": {"level2": ["BTC-USD"], "market_trades": ["BTC-USD"]}}]})
+
+
+def test_through_a_local_server_to_a_tp_a_gap_resubscribes_and_a_drop_reconnects(tp: TPProcess,
+                                                                                  collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    venue = Coinbase(["BTC-USD"], {"trade", "l2"})
+    first: list[Step] = [
+        ack(0), snapshot(1), update(2, level("bid", "21921.73", "0", T0)),
+        trades(3, ("100", "21922.5", "0.5", "SELL", "2023-02-09T20:19:35.396251Z"), product="BTC-USD"),
+        update(5, level("bid", "21921.9", "9", T0)),  # sequence_num 4 is lost: a gap
+        Until(lambda: len(server.received[0]) >= 5),  # 3 subscribes, then unsubscribe + subscribe
+        snapshot(6, levels=[level("bid", "21900", "1"), level("offer", "21901", "2")]),
+        update(7, level("offer", "21901.5", "3", T0)), Sleep(0.2), Drop()]
+    second: list[Step] = [
+        ack(0), snapshot(1, levels=[level("bid", "21950", "0.1"), level("offer", "21951", "0.2")]),
+        trades(2, ("99", "21900", "1", "BUY", "2023-02-09T20:19:30Z"), ("100", "21922.5", "0.5", "SELL",
+               "2023-02-09T20:19:35.396251Z"), ("101", "21951", "0.3", "SELL", "2023-02-09T20:19:40Z"),
+               kind="snapshot", product="BTC-USD"),
+        update(3, level("bid", "21949.5", "1", T0))]
+    server = VenueServer([first, second])
+
+    async def main() -> None:
+        async with server:
+            feed = Feed(venue, FeedConfig(tp.address, ws_url=server.url))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: sum(r["price"] == 21949.5 for r in tp_rows(sub, "l2")) == 1, "the last update", task)
+            feed.stop()
+            await task
+
+    asyncio.run(main())
+    sent = [[json.loads(m) for m in conn] for conn in server.received]
+    assert [(m["type"], m["channel"]) for m in sent[0]] == [
+        ("subscribe", "heartbeats"), ("subscribe", "market_trades"), ("subscribe", "level2"),
+        ("unsubscribe", "level2"), ("subscribe", "level2")]
+    assert sent[1] == sent[0][:3]  # the new connection subscribes afresh
+    # Trade 100 once (SELL is the maker side: the aggressor bought); after the reconnect the
+    # trade snapshot's newer trade 101 fills the hole, 99 and 100 are not repeated.
+    assert [(t["trade_id"], t["side"], t["price"]) for t in tp_rows(sub, "trade")] == [
+        ("100", "buy", 21922.5), ("101", "buy", 21951.0)]
+    l2 = [(r["side"], r["price"], r["size"], r["is_snapshot"]) for r in tp_rows(sub, "l2")]
+    assert l2 == [
+        ("bid", 21921.73, 0.06317902, True), ("bid", 21921.3, 0.02, True), ("ask", 21922.5, 1.5, True),
+        ("ask", 21923.0, 0.4, True), ("bid", 21921.73, 0.0, False),
+        # the update after the gap is not published; the resubscription's snapshot is
+        ("bid", 21900.0, 1.0, True), ("ask", 21901.0, 2.0, True), ("ask", 21901.5, 3.0, False),
+        ("bid", 21950.0, 0.1, True), ("ask", 21951.0, 0.2, True), ("bid", 21949.5, 1.0, False)]
+    assert levels_of(venue) == ([("21950", "0.1"), ("21949.5", "1")], [("21951", "0.2")])
+    events = tp_rows(sub, "feed_event")
+    assert [e["kind"] for e in events] == ["connect", "subscribed", "gap", "resync", "disconnect", "reconnect",
+                                           "subscribed", "resync"]
+    assert (events[2]["expected"], events[2]["got"], events[2]["venue_sym"]) == (4, 5, "BTC-USD")

@@ -9,6 +9,7 @@ prices and quantities as bare JSON numbers at full precision, as the live feed s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from decimal import Decimal
@@ -20,7 +21,12 @@ from hypothesis import strategies as st
 
 from feedhandlers.kraken import Kraken, _ts_ns
 from feedhandlers.normalize import Out
+from feedhandlers.shell import Feed, FeedConfig
 from feedhandlers.venue import Send
+from tests.conftest import TPProcess
+from tests.feedhandlers.test_shell import Collect, until
+from tests.feedhandlers.test_shell import rows as tp_rows
+from tests.feedhandlers.venue_server import Drop, Sleep, Until, VenueServer
 
 T0 = 1_700_000_000_000_000_000  # a receive time, ns
 
@@ -477,3 +483,69 @@ def test_decimal_text_not_floats_all_the_way() -> None:
     snapshot(venue, bids=[("0.30000000000000001", "1")], asks=[("0.4", "1")])
     [(price, _)], _ = book_state(venue, "BTC/USD")
     assert price == "0.30000000000000001" and Decimal(price) != Decimal("0.3")
+
+
+# -- end to end: a local Kraken (WebSocket) -> Feed(Kraken) -> a real TP -> a subscriber ---------
+
+
+def trade_msg(kind: str, *trades: tuple[int, str, str, str]) -> str:
+    return ('{"channel":"trade","type":"' + kind + '","data":[' + ",".join(
+        f'{{"symbol":"BTC/USD","side":"{side}","price":{price},"qty":{qty},"ord_type":"market","trade_id":{tid},'
+        f'"timestamp":"2023-09-25T07:48:36.925533Z"}}' for tid, price, qty, side in trades) + "]}")
+
+
+def ack(method: str) -> str:
+    return (f'{{"method":"{method}","result":{{"channel":"book","depth":10,"symbol":"BTC/USD"}},"success":true,'
+            f'"time_in":"2023-10-06T17:35:56.000000Z","time_out":"2023-10-06T17:35:56.000100Z"}}')
+
+
+def test_through_a_local_server_to_a_tp_a_checksum_failure_resubscribes_and_a_drop_reconnects(
+        tp: TPProcess, collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    venue = Kraken(["BTC/USD"], {"trade", "l2"})
+    upd_bids = [("100.0", "2.00000000"), *SNAP_BIDS[1:]]
+    new_bids, new_asks = [("100.0", "5.00000000")], [("100.5", "1.00000000")]
+    third_bids, third_asks = [("99.9", "1.00000000")], [("100.2", "2.00000000")]
+    server = VenueServer([
+        [ack("subscribe"), book_msg("snapshot", "BTC/USD", SNAP_BIDS, SNAP_ASKS, crc(SNAP_ASKS, SNAP_BIDS)),
+         book_msg("update", "BTC/USD", [("100.0", "2.00000000")], [], crc(SNAP_ASKS, upd_bids)),
+         trade_msg("update", (7, "100.5", "0.25", "buy")),
+         # A corrupted checksum: the book is dropped and resubscribed through the shell.
+         book_msg("update", "BTC/USD", [("99.5", "0.00000000")], [], 12345),
+         Until(lambda: len(server.received[0]) >= 4),  # 2 subscribes, then unsubscribe + subscribe
+         ack("unsubscribe"), ack("subscribe"),
+         book_msg("snapshot", "BTC/USD", new_bids, new_asks, crc(new_asks, new_bids)),
+         Sleep(0.2), Drop()],
+        # After the reconnect: a trade snapshot overlapping what was published, a new book.
+        [ack("subscribe"), trade_msg("snapshot", (6, "100.4", "1", "sell"), (7, "100.5", "0.25", "buy"),
+                                     (8, "100.6", "0.5", "sell")),
+         book_msg("snapshot", "BTC/USD", third_bids, third_asks, crc(third_asks, third_bids))]])
+
+    async def main() -> None:
+        async with server:
+            feed = Feed(venue, FeedConfig(tp.address, ws_url=server.url))
+            task = asyncio.create_task(feed.run())
+            await until(lambda: any(r["price"] == 99.9 for r in tp_rows(sub, "l2")), "the third snapshot", task)
+            feed.stop()
+            await task
+
+    asyncio.run(main())
+    sent = [[json.loads(m) for m in conn] for conn in server.received]
+    assert [(m["method"], m["params"]["channel"], m["params"].get("symbol")) for m in sent[0]] == [
+        ("subscribe", "trade", ["BTC/USD"]), ("subscribe", "book", ["BTC/USD"]),
+        ("unsubscribe", "book", ["BTC/USD"]), ("subscribe", "book", ["BTC/USD"])]
+    assert sent[1][0]["params"]["snapshot"] is True  # on a reconnect the trade snapshot fills the hole
+    assert [(t["trade_id"], t["side"], t["price"]) for t in tp_rows(sub, "trade")] == [
+        ("7", "buy", 100.5), ("8", "sell", 100.6)]
+    l2 = [(r["side"], r["price"], r["size"], r["is_snapshot"]) for r in tp_rows(sub, "l2")]
+    assert l2 == [("bid", 100.0, 1.0, True), ("bid", 99.5, 2.0, True), ("bid", 99.0, 3.0, True),
+                  ("ask", 100.5, 1.5, True), ("ask", 101.0, 0.25, True), ("ask", 102.0, 7.0, True),
+                  ("bid", 100.0, 2.0, False),
+                  ("bid", 100.0, 5.0, True), ("ask", 100.5, 1.0, True),  # nothing of the bad update
+                  ("bid", 99.9, 1.0, True), ("ask", 100.2, 2.0, True)]
+    assert book_state(venue, "BTC/USD") == (third_bids, third_asks)
+    events = tp_rows(sub, "feed_event")
+    assert [e["kind"] for e in events] == ["connect", "subscribed", "checksum", "subscribed", "resync",
+                                           "disconnect", "reconnect", "subscribed", "resync"]
+    assert (events[2]["expected"], events[2]["venue_sym"]) == (12345, "BTC/USD")
