@@ -57,7 +57,7 @@ from typing import Any, Final, Literal
 from feedhandlers.book import APPLY, SKIP, Book, CoinbaseSync, SeqCheck
 from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import Out, normalize_symbol
-from feedhandlers.venue import CHANNELS, Send, Venue
+from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["Coinbase", "parse_time"]
@@ -156,6 +156,7 @@ class Coinbase(Venue):
         self._tops: dict[str, tuple[tuple[str, str] | None, tuple[str, str] | None] | None] = {}
         self._crossed: set[str] = set()  # products whose book is crossed now (one event per crossing)
         self._resyncing: set[str] = set()  # books that were lost; their next snapshot is a "resync"
+        self._backoff = ResyncBackoff()
         self._pending: set[str] = set()  # products whose level2 snapshot has been asked for
         self._last_trade: dict[str, int] = {}  # highest numeric trade_id published per product
         self._handlers: dict[str, Callable[[dict[str, Any], int, int, Out], None]] = {
@@ -180,12 +181,14 @@ class Coinbase(Venue):
             messages.append(_subscription("subscribe", "ticker", products))
         return messages
 
-    def _resubscribe(self, products: list[str]) -> None:
+    def _resubscribe(self, products: list[str], recv_ns: int) -> None:
         # Unsubscribe first so the subscribe is a new one, which Coinbase answers with a
         # snapshot; the updates missed in between do not matter, the snapshot replaces them.
+        # The subscribe backs off when these books keep getting lost (ResyncBackoff).
         products = sorted(products)
+        after = max(self._backoff.delay(p, recv_ns) for p in products)
         self._request(Send(_subscription("unsubscribe", "level2", products)))
-        self._request(Send(_subscription("subscribe", "level2", products)))
+        self._request(Send(_subscription("subscribe", "level2", products), after))
         self._pending.update(products)
 
     # -- messages --------------------------------------------------------------------
@@ -248,7 +251,7 @@ class Coinbase(Venue):
             out.event(time=recv_ns, kind="gap", detail=detail, sym=self._sym(product), venue_sym=product,
                       expected=check.expected, got=check.got)
             self._invalidate(product, f"sequence gap: expected {check.expected}, got {check.got}")
-        self._resubscribe(list(self._books))
+        self._resubscribe(list(self._books), recv_ns)
 
     # -- market_trades -----------------------------------------------------------------
 
@@ -301,7 +304,7 @@ class Coinbase(Venue):
                 if book.valid:
                     self._update(product, book, event["updates"], seq, recv_ns, out)
                 elif product not in self._pending:  # deltas with no snapshot coming: ask for one
-                    self._resubscribe([product])
+                    self._resubscribe([product], recv_ns)
             elif kind == "snapshot":
                 if msg_time is None:
                     msg_time = parse_time(msg["timestamp"])
@@ -396,7 +399,7 @@ class Coinbase(Venue):
         out.event(time=recv_ns, kind="bad_message", sym=self._sym(product), venue_sym=product,
                   detail=f"l2_data {product}: malformed {what}; book invalid, resubscribing level2")
         self._invalidate(product, f"malformed l2_data: {what}")
-        self._resubscribe([product])
+        self._resubscribe([product], recv_ns)
 
     def _invalidate(self, product: str, reason: str) -> None:
         self._books[product].invalidate(reason)

@@ -51,7 +51,7 @@ from typing import Any, Final, Literal
 from feedhandlers.book import Book, kraken_checksum
 from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import Out, normalize_symbol
-from feedhandlers.venue import CHANNELS, Send, Venue
+from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["DEPTHS", "Kraken"]
@@ -93,6 +93,7 @@ class Kraken(Venue):
         self._crossed: set[str] = set()  # books crossed at their last update (one event per crossing)
         self._awaiting: dict[str, str] = {}  # symbol -> why its next snapshot is a resync
         self._last_trade: dict[str, int] = {}  # highest trade_id published per symbol
+        self._backoff = ResyncBackoff()
 
     # -- what to send --------------------------------------------------------------------
 
@@ -108,11 +109,11 @@ class Kraken(Venue):
             msgs.append({"channel": "book", "symbol": self.symbols, "depth": self.depth, "snapshot": True})
         return [json.dumps({"method": "subscribe", "params": p}, separators=(",", ":")) for p in msgs]
 
-    def _book_request(self, method: Literal["subscribe", "unsubscribe"], venue_sym: str) -> Send:
+    def _book_request(self, method: Literal["subscribe", "unsubscribe"], venue_sym: str, after: float = 0.0) -> Send:
         params: dict[str, Any] = {"channel": "book", "symbol": [venue_sym], "depth": self.depth}
         if method == "subscribe":
             params["snapshot"] = True
-        return Send(json.dumps({"method": method, "params": params}, separators=(",", ":")))
+        return Send(json.dumps({"method": method, "params": params}, separators=(",", ":")), after)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -242,14 +243,14 @@ class Kraken(Venue):
         except _MALFORMED as exc:
             self._bad(out, recv_ns, f"malformed book {'snapshot' if snapshot else 'update'} for {vsym} "
                                     f"({type(exc).__name__}: {exc}); resubscribing its book", vsym)
-            self._resync(vsym, book, f"malformed book message: {exc}")
+            self._resync(vsym, book, f"malformed book message: {exc}", recv_ns)
             return
         got = kraken_checksum(book)
         if got != expected:
             out.event(time=time, kind="checksum", sym=self._sym(vsym), venue_sym=vsym, expected=expected, got=got,
                       detail=f"book checksum mismatch after {'snapshot' if snapshot else 'update'}: Kraken sent "
                              f"{expected}, local top-10 gives {got}; book dropped and resubscribed")
-            self._resync(vsym, book, f"checksum mismatch: Kraken {expected}, local {got}")
+            self._resync(vsym, book, f"checksum mismatch: Kraken {expected}, local {got}", recv_ns)
             return
         sym = self._sym(vsym)
         l2 = out.l2
@@ -306,14 +307,15 @@ class Kraken(Venue):
         else:
             self._crossed.discard(vsym)
 
-    def _resync(self, vsym: str, book: Book, reason: str) -> None:
-        """Drop one symbol's book and resubscribe to it alone; the other books are untouched."""
+    def _resync(self, vsym: str, book: Book, reason: str, recv_ns: int) -> None:
+        """Drop one symbol's book and resubscribe to it alone (backing off if it keeps failing);
+        the other books are untouched."""
         book.invalidate(reason)
         self._top.pop(vsym, None)
         self._crossed.discard(vsym)
         self._awaiting[vsym] = reason
         self._request(self._book_request("unsubscribe", vsym))
-        self._request(self._book_request("subscribe", vsym))
+        self._request(self._book_request("subscribe", vsym, self._backoff.delay(vsym, recv_ns)))
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class Feed:
         self._last_flush = time.monotonic()
         self._lost_rows = 0  # dropped on overflow and not yet reported in a feed event
         self._rest_tasks: dict[str, asyncio.Task[None]] = {}
+        self._later: set[asyncio.Task[None]] = set()  # delayed sends (Send.after) of the current connection
         # Stale watchdog: the venue's symbols (upper case, as rows may spell them) -> last row, monotonic.
         self._watched = {s.upper(): s for s in venue.symbols}
         self._last_row: dict[str, float] = {}
@@ -159,7 +160,7 @@ class Feed:
             finally:  # stop reading first: what is parsed by now is what gets published
                 if timer is not None:
                     timer.cancel()
-                for task in (reader, watchdog, stopped, *self._rest_tasks.values()):
+                for task in (reader, watchdog, stopped, *self._rest_tasks.values(), *self._later):
                     task.cancel()
                 await asyncio.gather(reader, watchdog, stopped, return_exceptions=True)
             if publisher.done():
@@ -210,7 +211,7 @@ class Feed:
                 reason = f"{what}: {type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
-                for task in self._rest_tasks.values():
+                for task in (*self._rest_tasks.values(), *self._later):
                     task.cancel()
                 self._rest_tasks.clear()
             recv_ns = time.time_ns()
@@ -254,6 +255,11 @@ class Feed:
             elif ws is None:
                 continue  # the connection is gone: sends and reconnects are for a socket that no longer exists
             elif isinstance(action, Send):
+                if action.after > 0:
+                    task = asyncio.create_task(self._send_later(ws, action, stream), name="feed-send-later")
+                    self._later.add(task)
+                    task.add_done_callback(self._later.discard)
+                    continue
                 if self._capture is not None:
                     self._capture.write(recv_ns, stream, action.text, cap.SENT)
                 with contextlib.suppress(ConnectionClosed):  # the read loop reports the close
@@ -261,6 +267,14 @@ class Feed:
             elif isinstance(action, Reconnect):
                 self._close_reason = f"{self.venue.name} asked for a reconnect: {action.reason}"
                 await ws.close(1000, "reconnecting")
+
+    async def _send_later(self, ws: ClientConnection, action: Send, stream: int) -> None:
+        await asyncio.sleep(action.after)
+        if self._ws is ws:  # still the connection the venue meant
+            if self._capture is not None:
+                self._capture.write(time.time_ns(), stream, action.text, cap.SENT)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(action.text)
 
     def _request(self, action: Rest) -> None:
         """Start fetching a snapshot unless one for that symbol is already on its way."""

@@ -29,9 +29,11 @@ class Rest:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``text`` on the WebSocket (a subscription, a resubscription after a bad book, a pong)."""
+    """Send ``text`` on the WebSocket (a subscription, a resubscription after a bad book, a pong),
+    ``after`` seconds from now (on the same connection only: a reconnect forgets it)."""
 
     text: str
+    after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,32 @@ class Reconnect:
 
 
 Action = Rest | Send | Reconnect
+
+
+class ResyncBackoff:
+    """How long to wait before resubscribing a book that was lost, per book.
+
+    The first loss after ``quiet`` seconds without one resubscribes at once; each further loss
+    within ``quiet`` seconds of the previous one waits twice as long (``first``, 2x, 4x ... up
+    to ``maximum``). So a book the venue keeps breaking, or that we keep misreading, costs one
+    subscription a minute rather than one per message: venues rate-limit subscriptions and
+    disconnect clients that flood them. Timed by receive times, so it stays sans I/O.
+    """
+
+    __slots__ = ("_losses", "first", "maximum", "quiet_ns")
+
+    def __init__(self, first: float = 1.0, maximum: float = 60.0, quiet: float = 60.0) -> None:
+        self.first = first
+        self.maximum = maximum
+        self.quiet_ns = int(quiet * 1e9)
+        self._losses: dict[str, tuple[int, int]] = {}  # book -> (receive time of its last loss, losses in a row)
+
+    def delay(self, book: str, recv_ns: int) -> float:
+        """Seconds to wait before resubscribing ``book``, lost at ``recv_ns``."""
+        last = self._losses.get(book)
+        streak = 0 if last is None or recv_ns - last[0] > self.quiet_ns else last[1] + 1
+        self._losses[book] = (recv_ns, streak)
+        return 0.0 if streak == 0 else min(self.first * 2 ** (streak - 1), self.maximum)
 
 
 class Venue(abc.ABC):

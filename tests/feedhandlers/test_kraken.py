@@ -268,6 +268,20 @@ def test_corrupted_checksum_on_an_update_invalidates_and_resubscribes() -> None:
     assert len(venue.actions()) == 2
 
 
+def test_a_book_that_keeps_failing_resubscribes_with_backoff() -> None:
+    venue = Kraken(["BTC/USD"], {"l2"})
+    delays = []
+    for i in range(4):  # snapshot, then a corrupted update, four times within a few seconds
+        out = Out(venue.name)
+        venue.on_message(book_msg("snapshot", "BTC/USD", SNAP_BIDS, SNAP_ASKS, crc(SNAP_ASKS, SNAP_BIDS)), T0, out)
+        venue.on_message(book_msg("update", "BTC/USD", [("100.0", "2.00000000")], [], 1), T0 + i * 10**9, out)
+        unsub, sub = venue.actions()
+        assert isinstance(unsub, Send) and isinstance(sub, Send) and unsub.after == 0
+        assert json.loads(sub.text)["method"] == "subscribe"
+        delays.append(sub.after)
+    assert delays == [0.0, 1.0, 2.0, 4.0]
+
+
 def test_corrupted_checksum_on_a_snapshot_is_caught_too() -> None:
     venue = doc_venue()
     cols = feed(venue, book_msg("snapshot", "BTC/USD", DOC_BIDS, DOC_ASKS, DOC_CHECKSUM + 1))

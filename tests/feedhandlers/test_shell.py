@@ -18,7 +18,7 @@ import pytest
 from feedhandlers.binance import BinanceSpot
 from feedhandlers.normalize import Out
 from feedhandlers.shell import Feed, FeedConfig, replay
-from feedhandlers.venue import Reconnect
+from feedhandlers.venue import Reconnect, Send
 from tests.conftest import Collector, TPFactory, TPProcess, free_port
 from tests.feedhandlers.test_binance import snapshot, spot_depth, wrap
 from tests.feedhandlers.venue_server import Drop, RestServer, Sleep, Step, Until, VenueServer
@@ -249,6 +249,36 @@ def test_a_venue_asking_for_a_reconnect_gets_a_clean_close_and_a_new_connection(
     events = rows(sub, "feed_event")
     assert [e["kind"] for e in events] == ["connect", "subscribed", "disconnect", "reconnect", "subscribed"]
     assert events[2]["detail"] == "binance asked for a reconnect: maintenance announced"
+
+
+class LaterBinance(BinanceSpot):
+    def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
+        if raw == "later":
+            self._request(Send("hello later", after=0.3))
+            return
+        super().on_message(raw, recv_ns, out)
+
+
+def test_a_delayed_send_goes_on_its_connection_and_dies_with_it() -> None:
+    server = VenueServer([[ACK, "later", Until(lambda: "hello later" in server.received[0]), Drop()],
+                          [ACK, "later", Drop()], [ACK]])
+
+    async def main() -> float:
+        async with server:
+            feed = Feed(LaterBinance(["BTCUSDT"], channels={"trade"}), FeedConfig(None, ws_url=server.url))
+            task = asyncio.create_task(feed.run())
+            start = time.monotonic()
+            await until(lambda: server.connections == 2, "the first reconnect", task)
+            took = time.monotonic() - start
+            await until(lambda: server.connections == 3, "the second reconnect", task)
+            await asyncio.sleep(0.5)  # longer than the delay: the dropped connection's send must not come
+            feed.stop()
+            await task
+        return took
+
+    took = asyncio.run(main())
+    assert took >= 0.3 and server.received[0][-1] == "hello later"
+    assert "hello later" not in server.received[1] + server.received[2]  # the second connection's died with it
 
 
 def test_overflow_drops_batches_counts_them_and_says_so(tp_process: TPFactory, collect: Collect) -> None:
