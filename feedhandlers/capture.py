@@ -230,11 +230,15 @@ class _Closed(list[tuple[int, int, int, Payload]]):
 
 
 class CaptureWriter:
-    """Append records to a new capture file, one ``writev`` per block.
+    """Append records to a capture file, one ``writev`` per block.
 
     ``block_bytes``: flush once the buffered payloads reach this many bytes (characters
     for ``str`` payloads). ``flush_ms``: flush when a record arrives this long (by the
-    records' receive times) after the block's first one. Refuses to overwrite a file.
+    records' receive times) after the block's first one. Never overwrites a file: an
+    existing one is refused, or with ``append=True`` (a restarted feed handler) checked
+    and continued: it must be a capture of the same venue with no corrupt middle; a torn
+    tail (the last writer was killed mid-block) is cut off into ``<path>.cut-<offset>``
+    with a warning, and the new blocks follow the last complete one.
     """
 
     def __init__(
@@ -247,30 +251,53 @@ class CaptureWriter:
         flush_ms: float = DEFAULT_FLUSH_MS,
         compress: bool = True,
         created_ns: int | None = None,
+        append: bool = False,
     ) -> None:
         if block_bytes <= 0 or flush_ms < 0:
             raise ValueError(f"block_bytes must be > 0 and flush_ms >= 0, got {block_bytes} and {flush_ms}")
         self.path = Path(path)
         self.venue = venue
         self.meta = dict(meta or {})
-        header = _encode_header(venue, self.meta, time.time_ns() if created_ns is None else created_ns)
-        try:
-            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise LogError(
-                f"capture file {self.path} already exists; captures are never overwritten or appended to: "
-                f"choose a new path (e.g. with the start time in its name) or move the old file away"
-            ) from None
         self._block_bytes = block_bytes
         self._max_age_ns = int(flush_ms * 1_000_000)
         self._compress = compress
         self._records: list[tuple[int, int, int, Payload]] = []
         self._pending = 0
         self._deadline = 0
-        self.offset = 0  # bytes written so far (the file's size)
-        self.blocks = 0  # blocks written
-        self.records = 0  # records written (not counting those still buffered)
+        self.offset = 0  # the file's size: bytes written so far (after an append's valid prefix)
+        self.blocks = 0  # blocks in the file (not counting those still buffered)
+        self.records = 0  # records in the file
+        self.cut: Path | None = None  # where an append moved a torn tail
+        if append and self.path.exists():
+            self._fd: int | None = self._continue(venue)
+            return
+        header = _encode_header(venue, self.meta, time.time_ns() if created_ns is None else created_ns)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise LogError(
+                f"capture file {self.path} already exists; captures are never overwritten: choose a new path "
+                f"(e.g. with the start time in its name), move the old file away, or append to it"
+            ) from None
         self._write_all([header])
+
+    def _continue(self, venue: str) -> int:
+        """Check an existing capture, cut a torn tail into a sidecar, and open it for appending."""
+        with CaptureReader(self.path) as reader:  # CorruptCapture on a corrupt middle: never written past
+            if reader.venue != venue:
+                raise LogError(f"capture file {self.path} holds {reader.venue!r} frames, not {venue!r}: "
+                               f"give this feed its own capture file")
+            self.offset = reader.header.size
+            for block in reader.blocks():
+                self.blocks += 1
+                self.records += len(block)
+                self.offset = block.end
+            torn = reader.torn
+        if torn is not None:
+            self.cut = _cut_tail(self.path, torn.offset)
+            log.warning("TORN CAPTURE TAIL in %s cut before appending: %d bytes after byte %d (%s) moved to %s",
+                        self.path, torn.cut_bytes, torn.offset, torn.detail, self.cut)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def write(self, recv_ns: int, stream: int, payload: Payload, kind: int = -1) -> None:
         """Buffer one record; ``kind`` defaults to TEXT for ``str`` payloads and BINARY for bytes.
@@ -355,6 +382,26 @@ class CaptureWriter:
 
 
 # ------------------------------------------------------------------ reading
+
+
+def _cut_tail(path: Path, offset: int) -> Path:
+    """Move the bytes of ``path`` after ``offset`` to ``<path>.cut-<offset>`` (kept, never deleted), then truncate."""
+    sidecar = path.with_name(f"{path.name}.cut-{offset}")
+    n = 0
+    while sidecar.exists():  # torn at the same place again: keep every cut
+        n += 1
+        sidecar = path.with_name(f"{path.name}.cut-{offset}.{n}")
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        with open(sidecar, "xb") as out:
+            while chunk := fh.read(1 << 20):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        fh.truncate(offset)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return sidecar
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 import urllib.error
@@ -72,7 +73,7 @@ class FeedConfig:
     tp: str | None  # TP HOST:PORT; None = parse (and capture) without publishing
     ws_url: str | None = None  # default: venue.ws_url
     rest_url: str | None = None  # default: venue.rest_url
-    capture: Path | None = None  # also record every raw frame (feedhandlers.capture.CaptureWriter)
+    capture: Path | None = None  # also record every raw frame (feedhandlers.capture.CaptureWriter); appended to
     token: str | None = None
     queue_batches: int = 1000  # bounded queue between parsing and publishing
     flush_ms: float = 20.0  # parsed rows are turned into Arrow batches at least this often
@@ -146,9 +147,10 @@ class Feed:
             self._stopped.set()
         self._queue = asyncio.Queue(self.config.queue_batches)
         if self.config.capture is not None and live:
+            # A restarted handler continues its capture (a torn tail from the kill is cut off first).
             self._capture = CaptureWriter(self.config.capture, self.venue.name, {
                 "ws_url": self.ws_url, "rest_url": self.rest_url, "symbols": self.venue.symbols,
-                "channels": sorted(self.venue.channels)})
+                "channels": sorted(self.venue.channels)}, append=True)
         publisher = asyncio.create_task(self._publish(), name="feed-publisher")
         watchdog = asyncio.create_task(self._watchdog(live), name="feed-watchdog")
         reader: asyncio.Task[None] = asyncio.create_task(source, name="feed-reader")
@@ -312,6 +314,7 @@ class Feed:
     async def _read_capture(self, path: Path, speed: float | None) -> None:
         pending: dict[str, str] = {}  # snapshot path asked for -> venue symbol
         opened: set[int] = set()
+        pristine = copy.deepcopy(self.venue)  # the venue as a restarted handler would build it
         async for rec in areplay(path, speed):
             kind = rec.kind
             if kind == cap.TEXT or kind == cap.BINARY:
@@ -325,6 +328,15 @@ class Feed:
                         self._on_rest(venue_sym, url, status, body, rec.recv_ns)
                         break
             elif kind == cap.OPEN:
+                if opened:
+                    # The connection before has no CLOSE record: that handler was stopped or killed,
+                    # and a new one appended to its capture. Replay what the new process did: a
+                    # fresh venue and a first "connect", exactly as live.
+                    self._flush()
+                    self.venue = copy.deepcopy(pristine)
+                    self._opened = 0
+                    opened.clear()
+                    pending.clear()
                 opened.add(rec.stream)
                 self._on_open(rec.recv_ns, rec.payload.decode())
             elif kind == cap.CLOSE:

@@ -287,7 +287,8 @@ def _feed_command(name: str) -> None:
         channels: Annotated[str, typer.Option(help="Comma-separated: trade, quote, l2.")] = "trade,quote,l2",
         ws_url: Annotated[str | None, typer.Option(help="WebSocket endpoint (default: the venue's).")] = None,
         rest_url: Annotated[str | None, typer.Option(help="REST endpoint for book snapshots.")] = None,
-        capture: Annotated[Path | None, typer.Option(help="Also record every raw frame to this file.")] = None,
+        capture: Annotated[Path | None, typer.Option(
+            help="Also record every raw frame to this file; a restarted handler appends to it.")] = None,
         duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
         token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
         verbose: bool = False,

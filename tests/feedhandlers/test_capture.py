@@ -387,6 +387,42 @@ def test_sigkill_while_writing(tmp_path: Path) -> None:
     assert got == [expected(i) for i in range(len(got))]
 
 
+def test_append_continues_a_capture_after_a_kill_and_cuts_the_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "restarted.cap"
+    rng = random.Random(7)
+    first, second = random_records(rng, 300), random_records(rng, 200, T0 + 10**12)
+    write_records(path, first, block_bytes=4096)
+    whole = path.stat().st_size
+    with open(path, "ab") as fh:  # the next writer was killed mid-block: half a block header
+        fh.write(b"CPBK\x01\x00garbage")
+    with CaptureWriter(path, "binance", {"other": "meta"}, append=True, block_bytes=4096) as w:
+        assert (w.offset, w.records) == (whole, 300) and w.cut == path.with_name("restarted.cap.cut-" + str(whole))
+        for r in second:
+            w.write(r.recv_ns, r.stream, r.payload.decode() if r.kind == TEXT else r.payload)
+    assert w.cut.read_bytes() == b"CPBK\x01\x00garbage"
+    with CaptureReader(path) as reader:
+        assert reader.meta == META  # the file's own header stays
+        assert list(reader) == first + second and reader.torn is None
+    # append=True on a new path just creates it; another venue's capture is refused.
+    with CaptureWriter(tmp_path / "new.cap", "kraken", {}, append=True) as w:
+        w.write(T0, 0, b"x")
+    assert read_all(tmp_path / "new.cap") == [Record(T0, 0, BINARY, b"x")]
+    with pytest.raises(LogError, match=r"holds 'binance' frames, not 'kraken'"):
+        CaptureWriter(path, "kraken", {}, append=True)
+
+
+def test_append_refuses_a_corrupt_middle(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.cap"
+    write_records(path, random_records(random.Random(3), 300), block_bytes=4096)
+    (start, _, _), *_ = block_spans(path)
+    data = bytearray(path.read_bytes())
+    data[start + 50] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCapture):
+        CaptureWriter(path, "binance", {}, append=True)
+    assert path.read_bytes() == bytes(data)  # untouched
+
+
 # --------------------------------------------------------------------- replay
 
 

@@ -126,6 +126,41 @@ def test_rows_values_bad_frames_and_capture_replay(tp: TPProcess, collect: Colle
         assert rows(sub, table) == got + got, table
 
 
+def test_a_restarted_feed_appends_to_its_capture_and_the_replay_equals_both_runs(tp: TPProcess, collect: Collect,
+                                                                                 tmp_path: Path) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    cap = tmp_path / "binance.cap"
+    snap_301 = snapshot(301, [["0.0029", "4"]], [["0.0031", "2"]])
+    runs: list[tuple[list[Step], bytes]] = [([ACK, wrap("btcusdt@trade", TRADE), depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]])], SNAP_158),
+            ([ACK, depth(300, 302, [["0.0030", "1"]], []), wrap("btcusdt@trade", {**TRADE, "t": 12346})], snap_301)]
+
+    async def run(script: list[Step], snap: bytes, l2_rows: int) -> None:
+        with RestServer({DEPTH: [(200, snap)]}) as rest:
+            async with VenueServer([script]) as server:
+                feed = Feed(BinanceSpot(["BTCUSDT"]), FeedConfig(tp.address, ws_url=server.url, rest_url=rest.url,
+                                                                 capture=cap))
+                task = asyncio.create_task(feed.run())
+                await until(lambda: len(rows(sub, "l2")) == l2_rows, f"{l2_rows} l2 rows", task)
+                feed.stop()  # stopped with the connection open: the capture has no CLOSE for it
+                await task
+
+    asyncio.run(run(*runs[0], l2_rows=6))
+    asyncio.run(run(*runs[1], l2_rows=9))
+    live = {t: rows(sub, t) for t in ("trade", "quote", "l2", "feed_event")}
+    assert [(r["price"], r["is_snapshot"]) for r in live["l2"][6:]] == [(0.0029, True), (0.0031, True),
+                                                                       (0.0030, False)]
+    before = sub.rows
+    asyncio.run(replay(cap, BinanceSpot(["BTCUSDT"]), FeedConfig(tp.address)))
+    sub.wait_rows(2 * before, timeout=10)
+    replayed = {t: rows(sub, t)[len(got):] for t, got in live.items()}
+    # The second run's OPEN follows the first run's connection with no CLOSE: the replay
+    # starts a fresh venue there, as the restarted process did, so every row is the same.
+    assert [e["kind"] for e in live["feed_event"]] == ["connect", "subscribed", "connect", "subscribed"]
+    for table in ("trade", "quote", "l2", "feed_event"):
+        assert replayed[table] == live[table], table
+
+
 def test_dropped_connection_reconnects_resubscribes_and_resyncs(tp: TPProcess, collect: Collect) -> None:
     sub = collect(tp.address)
     sub.wait_subscribed()
