@@ -47,8 +47,13 @@ class Update(Protocol):
 
 
 def sym_filter(batch: pa.RecordBatch, value_set: pa.Array) -> pa.RecordBatch | None:
-    """The rows whose sym is in ``value_set``: ``batch`` itself if all match, None if none do."""
-    mask = pc.is_in(batch.column("sym"), value_set=value_set)
+    """The rows whose sym is in ``value_set``, and rows with no sym: ``batch`` itself if all
+    match, None if none do. A null sym means "about no sym in particular" (a feed_event for a
+    whole connection: a disconnect, a gap across every book), which concerns every subscriber."""
+    sym = batch.column("sym")
+    mask = pc.is_in(sym, value_set=value_set)
+    if sym.null_count:
+        mask = pc.or_(mask, pc.is_null(sym))
     hits = mask.true_count
     if hits == batch.num_rows:
         return batch
