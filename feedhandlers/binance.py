@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from feedhandlers.book import APPLY, SKIP, BinanceFuturesSync, BinanceSpotSync, Book, SeqCheck
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import Out, normalize_symbol
+from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, Rest, Venue
 from tickerplant.exceptions import DataError
 
@@ -56,7 +56,6 @@ __all__ = ["BinanceFutures", "BinanceSpot"]
 
 _MS: Final = 1_000_000  # Binance times are milliseconds; rows are nanoseconds
 _ZERO: Final = Decimal(0)
-_INF: Final = Decimal("Infinity")
 # Depth events kept while waiting for a snapshot (10 s of 100 ms events is 100; this is
 # minutes). Beyond it the oldest go, and the sync rule reports the hole against the snapshot.
 _MAX_BUFFER: Final = 5_000
@@ -73,7 +72,7 @@ def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
         raise _BadMessage(f"{what} {text!r} is not a decimal string")
     try:
         value = Decimal(text)
-        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value < _INF
+        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
     except ArithmeticError:  # InvalidOperation on "abc", and on comparing NaN
         ok = False
     if not ok:

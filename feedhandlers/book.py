@@ -50,6 +50,7 @@ from typing import Final, Literal
 
 from sortedcontainers import SortedList
 
+from feedhandlers.normalize import FLOAT64_MAX
 from tickerplant.exceptions import DataError
 
 __all__ = [
@@ -83,7 +84,6 @@ PriceSize = tuple[Decimal, Decimal]
 Dropped = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (bid levels, ask levels) as the venue's strings
 
 _ZERO: Final = Decimal(0)
-_INF: Final = Decimal("Infinity")
 
 
 class Book:
@@ -179,10 +179,10 @@ class Book:
                 key = Decimal(price)
                 qty = Decimal(size)
                 # NaN raises here (ordering comparisons on NaN signal InvalidOperation).
-                if not _ZERO < key < _INF:
+                if not _ZERO < key <= FLOAT64_MAX:
                     raise ValueError
                 if qty:
-                    if not _ZERO < qty < _INF:
+                    if not _ZERO < qty <= FLOAT64_MAX:
                         raise ValueError
                     if key not in book:
                         keys.add(key)

@@ -56,14 +56,13 @@ from typing import Any, Final, Literal
 
 from feedhandlers.book import APPLY, SKIP, Book, CoinbaseSync, SeqCheck
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import Out, normalize_symbol
+from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["Coinbase", "parse_time"]
 
 _ZERO: Final = Decimal(0)
-_INF: Final = Decimal("Infinity")
 _TAKER_SIDE: Final = {"SELL": "buy", "BUY": "sell"}  # maker side -> aggressor side
 BookSide = Literal["bid", "ask"]
 _BOOK_SIDE: Final[dict[str, BookSide]] = {"bid": "bid", "offer": "ask"}
@@ -112,7 +111,7 @@ def _price(text: object) -> str:
     """``text`` if it is a decimal string of a positive finite number, else ValueError."""
     if not isinstance(text, str):
         raise ValueError(f"price {text!r} is not a decimal string")
-    if not _ZERO < Decimal(text) < _INF:  # NaN raises InvalidOperation (an ArithmeticError)
+    if not _ZERO < Decimal(text) <= FLOAT64_MAX:  # NaN raises InvalidOperation (an ArithmeticError)
         raise ValueError(f"price {text!r} is not positive and finite")
     return text
 
@@ -128,7 +127,7 @@ def _size(text: object, positive: bool) -> str:
     if not isinstance(text, str):
         raise ValueError(f"size {text!r} is not a decimal string")
     value = Decimal(text)
-    if not (value > _ZERO if positive else value >= _ZERO) or not value < _INF:
+    if not (value > _ZERO if positive else value >= _ZERO) or not value <= FLOAT64_MAX:
         raise ValueError(f"size {text!r} is not {'positive' if positive else 'non-negative'} and finite")
     return text
 

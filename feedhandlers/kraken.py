@@ -50,7 +50,7 @@ from typing import Any, Final, Literal
 
 from feedhandlers.book import Book, kraken_checksum
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import Out, normalize_symbol
+from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
 from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
@@ -59,7 +59,6 @@ __all__ = ["DEPTHS", "Kraken"]
 DEPTHS: Final = (10, 25, 100, 500, 1000)  # the only depths Kraken accepts; others are refused
 
 _ZERO: Final = Decimal(0)
-_INF: Final = Decimal("Infinity")
 _SIDES: Final = ("buy", "sell")
 # Errors a malformed message can raise while we pick it apart (missing keys, wrong types,
 # non-numeric text); each becomes one bad_message event, never an exception out of on_message.
@@ -96,6 +95,9 @@ class Kraken(Venue):
         self._backoff = ResyncBackoff()
 
     # -- what to send --------------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        return {"depth": self.depth}
 
     def subscribe(self) -> list[str]:
         msgs: list[dict[str, Any]] = []
@@ -346,11 +348,11 @@ def _num(value: Any) -> str:
 
 def _positive(text: object) -> bool:
     # Exact check on the text as sent; NaN raises InvalidOperation on comparison (an ArithmeticError).
-    return text.__class__ is str and _ZERO < Decimal(text) < _INF
+    return text.__class__ is str and _ZERO < Decimal(text) <= FLOAT64_MAX
 
 
 def _non_negative(text: object) -> bool:
-    return text.__class__ is str and _ZERO <= Decimal(text) < _INF
+    return text.__class__ is str and _ZERO <= Decimal(text) <= FLOAT64_MAX
 
 
 @lru_cache(maxsize=4096)

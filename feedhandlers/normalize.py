@@ -18,14 +18,20 @@ correctly rounded parser: ``"0.1"`` gives the float64 nearest to 0.1, as ``float
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Any, Final, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tickerplant.exceptions import DataError
 from tickerplant.schema import TIMESTAMP, Registry, TableSchema, type_name
+
+# The largest decimal that stays finite as a float64 column: "1e999" is a finite Decimal
+# but becomes inf in the table, so parsers accept prices and sizes up to this, not "< Infinity".
+FLOAT64_MAX: Final = Decimal(sys.float_info.max)
 
 # Feed event kinds (DESIGN: feed health is published next to the data).
 EVENT_KINDS = frozenset({

@@ -150,7 +150,7 @@ class Feed:
             # A restarted handler continues its capture (a torn tail from the kill is cut off first).
             self._capture = CaptureWriter(self.config.capture, self.venue.name, {
                 "ws_url": self.ws_url, "rest_url": self.rest_url, "symbols": self.venue.symbols,
-                "channels": sorted(self.venue.channels)}, append=True)
+                "channels": sorted(self.venue.channels), "options": self.venue.options()}, append=True)
         publisher = asyncio.create_task(self._publish(), name="feed-publisher")
         watchdog = asyncio.create_task(self._watchdog(live), name="feed-watchdog")
         reader: asyncio.Task[None] = asyncio.create_task(source, name="feed-reader")

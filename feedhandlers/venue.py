@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from feedhandlers.normalize import Out
 
@@ -92,6 +93,11 @@ class Venue(abc.ABC):
         self.symbols = list(symbols)
         self.channels = frozenset(channels)
         self._actions: list[Action] = []
+
+    def options(self) -> dict[str, Any]:
+        """Constructor keywords beyond symbols and channels (e.g. a book depth): a capture's header
+        records them, so a replay builds the venue that made the capture."""
+        return {}
 
     def url(self, ws_url: str) -> str:
         """The URL to connect to (venues that subscribe by URL path override this)."""

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Collection, Sequence
+import inspect
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from feedhandlers.venue import Venue
 
-# name -> (module, class). Bitstamp, OKX and Bybit are not built yet (their order-book rules and
-# checksums are in feedhandlers.book); they are absent here rather than half-working.
+# name -> (module, class); the name is also the rows' `exchange` and a capture's venue.
 VENUES: dict[str, tuple[str, str]] = {
     "binance": ("feedhandlers.binance", "BinanceSpot"),
     "binance-futures": ("feedhandlers.binance", "BinanceFutures"),
     "coinbase": ("feedhandlers.coinbase", "Coinbase"),
     "kraken": ("feedhandlers.kraken", "Kraken"),
+    "bybit": ("feedhandlers.bybit", "Bybit"),
+    "bybit-linear": ("feedhandlers.bybit", "BybitLinear"),
+    "bybit-inverse": ("feedhandlers.bybit", "BybitInverse"),
 }
 
 
-def venue_class(name: str) -> Callable[[Sequence[str], Collection[str]], Venue]:
+def venue_class(name: str) -> type[Venue]:
     """The adapter class of venue ``name``; a clear error for an unknown one."""
     try:
         module, cls = VENUES[name]
     except KeyError:
         raise ValueError(f"no feed adapter for venue {name!r}; adapters: {', '.join(sorted(VENUES))}") from None
-    factory: Callable[[Sequence[str], Collection[str]], Venue] = getattr(importlib.import_module(module), cls)
+    factory: type[Venue] = getattr(importlib.import_module(module), cls)
     return factory
+
+
+def make_venue(name: str, symbols: Sequence[str], channels: Collection[str], **options: Any) -> Venue:
+    """Venue ``name`` for ``symbols`` and ``channels``, with its own options (e.g. ``depth``);
+    an option the venue does not have is refused with the ones it has."""
+    cls = venue_class(name)
+    known = set(inspect.signature(cls).parameters) - {"symbols", "channels"}
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(sorted(unknown))}; "
+                         f"its options: {', '.join(sorted(known)) or 'none'}")
+    return cls(symbols, channels, **options)

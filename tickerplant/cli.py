@@ -289,6 +289,8 @@ def _feed_command(name: str) -> None:
         rest_url: Annotated[str | None, typer.Option(help="REST endpoint for book snapshots.")] = None,
         capture: Annotated[Path | None, typer.Option(
             help="Also record every raw frame to this file; a restarted handler appends to it.")] = None,
+        depth: Annotated[int | None, typer.Option(
+            help="Book depth to subscribe at, for venues that subscribe at a depth (kraken, bybit).")] = None,
         duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
         token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
         verbose: bool = False,
@@ -296,12 +298,14 @@ def _feed_command(name: str) -> None:
         import asyncio
 
         from feedhandlers.shell import Feed, FeedConfig
-        from feedhandlers.venues import venue_class
+        from feedhandlers.venues import make_venue
         from tickerplant.exceptions import TickError
 
         _logging(verbose)
         try:
-            venue = venue_class(name)([s for s in symbols.split(",") if s], [c for c in channels.split(",") if c])
+            options = {} if depth is None else {"depth": depth}
+            venue = make_venue(name, [s for s in symbols.split(",") if s], [c for c in channels.split(",") if c],
+                               **options)
             config = FeedConfig(tp=tp, ws_url=ws_url, rest_url=rest_url, capture=capture, token=token)
             stats = asyncio.run(Feed(venue, config).run(duration))
         except KeyboardInterrupt:
@@ -336,7 +340,7 @@ def feed_replay(
 
     from feedhandlers.capture import CaptureReader
     from feedhandlers.shell import FeedConfig, replay
-    from feedhandlers.venues import venue_class
+    from feedhandlers.venues import make_venue
     from tickerplant.exceptions import TickError
 
     _logging(False)
@@ -345,7 +349,8 @@ def feed_replay(
         with CaptureReader(path) as reader:
             header = reader.header
         meta = header.meta
-        venue = venue_class(header.venue)(list(meta.get("symbols", [])), list(meta.get("channels", [])))
+        venue = make_venue(header.venue, list(meta.get("symbols", [])), list(meta.get("channels", [])),
+                           **meta.get("options", {}))
         stats = asyncio.run(replay(path, venue, FeedConfig(tp=tp, token=token), pace))
     except (TickError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None

@@ -256,6 +256,7 @@ def test_reconnect_then_new_snapshot_rebuilds_the_book() -> None:
     (wrap("bnbbtc@trade", {"t": 1, "p": "abc", "q": "1", "T": 1, "m": True}), "price p 'abc'"),
     (wrap("bnbbtc@trade", {"t": 1, "p": "NaN", "q": "1", "T": 1, "m": True}), "price p 'NaN'"),
     (wrap("bnbbtc@trade", {"t": 1, "p": "-1", "q": "1", "T": 1, "m": True}), "positive"),
+    (wrap("bnbbtc@trade", {"t": 1, "p": "1", "q": "1e999", "T": 1, "m": True}), "quantity q '1e999'"),
     (wrap("bnbbtc@trade", {"t": 1, "p": "1", "q": "1", "T": True, "m": True}), "trade time T"),
     (wrap("bnbbtc@trade", {"t": 1, "p": "1", "q": "1", "T": 1, "m": "yes"}), "boolean"),
     (wrap("bnbbtc@trade", {"t": 1, "p": 1, "q": "1", "T": 1, "m": True}), "not a decimal string"),

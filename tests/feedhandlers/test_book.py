@@ -194,6 +194,8 @@ def test_validity_lifecycle() -> None:
         ("Infinity", "1"),
         ("100", "-1"),
         ("100", "Infinity"),
+        ("1e999", "1"),  # a finite decimal, but inf as a float64 column
+        ("100", "2E+308"),
         (100.1, "1"),  # a float already lost the venue's digits
         ("100", 0.5),
         ("100",),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from feedhandlers.binance import BinanceSpot
+from feedhandlers.capture import CaptureReader
 from feedhandlers.normalize import Out
 from feedhandlers.shell import Feed, FeedConfig, replay
 from feedhandlers.venue import Reconnect, Send
@@ -116,6 +117,9 @@ def test_rows_values_bad_frames_and_capture_replay(tp: TPProcess, collect: Colle
     assert server.url in events[0]["detail"] and all(e["exchange"] == "binance" for e in events)
     assert "'abc' is not a positive finite decimal" in events[4]["detail"]
 
+    with CaptureReader(cap) as reader:  # what a replay needs to build the same venue
+        assert reader.venue == "binance" and reader.meta["options"] == {}
+        assert (reader.meta["symbols"], reader.meta["channels"]) == (["BTCUSDT"], ["l2", "quote", "trade"])
     # The capture replays, through a new venue, to the very same rows.
     live = {t: rows(sub, t) for t in ("trade", "quote", "l2", "feed_event")}
     before = sub.rows
@@ -132,8 +136,9 @@ def test_a_restarted_feed_appends_to_its_capture_and_the_replay_equals_both_runs
     sub.wait_subscribed()
     cap = tmp_path / "binance.cap"
     snap_301 = snapshot(301, [["0.0029", "4"]], [["0.0031", "2"]])
-    runs: list[tuple[list[Step], bytes]] = [([ACK, wrap("btcusdt@trade", TRADE), depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]])], SNAP_158),
-            ([ACK, depth(300, 302, [["0.0030", "1"]], []), wrap("btcusdt@trade", {**TRADE, "t": 12346})], snap_301)]
+    runs: list[tuple[list[Step], bytes]] = [
+        ([ACK, wrap("btcusdt@trade", TRADE), depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]])], SNAP_158),
+        ([ACK, depth(300, 302, [["0.0030", "1"]], []), wrap("btcusdt@trade", {**TRADE, "t": 12346})], snap_301)]
 
     async def run(script: list[Step], snap: bytes, l2_rows: int) -> None:
         with RestServer({DEPTH: [(200, snap)]}) as rest:

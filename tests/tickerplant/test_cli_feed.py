@@ -59,8 +59,11 @@ def test_feed_binance_then_replay_its_capture(tp_process: TPFactory, collect: Ca
 
 
 def test_unknown_venue_and_missing_symbols_are_refused() -> None:
-    r = subprocess.run([TICK, "feed", "bitstamp"], capture_output=True, text=True, timeout=30, check=False)
+    r = subprocess.run([TICK, "feed", "nosuchvenue"], capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode != 0 and "No such command" in r.stderr
+    r = subprocess.run([TICK, "feed", "binance", "--symbols", "BTCUSDT", "--depth", "10"], capture_output=True,
+                       text=True, timeout=30, check=False)
+    assert r.returncode != 0 and "binance has no option depth" in r.stderr
     r = subprocess.run([TICK, "feed", "kraken", "--duration", "1"], capture_output=True, text=True, timeout=30,
                        check=False)
     assert r.returncode == 2 and "--symbols" in r.stderr
