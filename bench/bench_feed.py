@@ -53,6 +53,7 @@ import pyarrow as pa
 
 from feedhandlers import capture as cap
 from feedhandlers.book import Book, kraken_checksum
+from feedhandlers.bybit import Bybit
 from feedhandlers.capture import CaptureWriter
 from feedhandlers.kraken import Kraken
 from feedhandlers.normalize import Out, to_batches
@@ -258,6 +259,45 @@ def _kraken(kind: str, n: int) -> Workload:
     return w
 
 
+# --------------------------------------------------------------------------- bybit
+
+
+def _bybit(kind: str, n: int) -> Workload:
+    cls = venue_class("bybit")
+    sym = "BTCUSDT"
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    if kind == "trade":
+        msgs = [dumps({"topic": f"publicTrade.{sym}", "type": "snapshot", "ts": T_MS + i, "data": [
+            {"T": T_MS + i, "s": sym, "S": "Sell" if i % 2 else "Buy", "v": _size(i), "p": _bid(i % 50),
+             "L": "PlusTick", "i": f"20f43950-d8dd-5b31-9112-{i:012d}", "BT": False, "seq": 1783284617 + i}]})
+            for i in range(n)]
+        return Workload("bybit", kind, lambda: cls([sym], {"trade"}), msgs)
+    topic = f"orderbook.{LEVELS}.{sym}"
+
+    def book(kind: str, u: int, bids: list[list[str]], asks: list[list[str]]) -> str:
+        return dumps({"topic": topic, "type": kind, "ts": T_MS + u, "data": {"s": sym, "b": bids, "a": asks, "u": u,
+                                                                             "seq": 66544703342 + u}, "cts": T_MS + u})
+
+    snapshot = book("snapshot", 100, [[_bid(k), "1.00000000"] for k in range(LEVELS)],
+                    [[_ask(k), "1.00000000"] for k in range(LEVELS)])
+    msgs = [book("delta", 100 + i, [[_bid(i % LEVELS), _size(i)]], [[_ask(i % LEVELS), _size(i + 7)]])
+            for i in range(1, n + 1)]
+    w = Workload("bybit", kind, lambda: Bybit([sym], {"l2"}, depth=LEVELS), msgs)
+
+    def make() -> Venue:
+        venue = Bybit([sym], {"l2"}, depth=LEVELS)
+        out = Out(venue.name)
+        venue.on_message(snapshot, RECV0, out)
+        cols = out.take()
+        if "feed_event" in cols or "l2" not in cols:
+            raise RuntimeError(f"bybit: the synthetic snapshot did not make a valid book: {cols.get('feed_event')}")
+        w.setup_rows = len(cols["l2"]["time"])
+        return venue
+
+    w.make = make
+    return w
+
+
 def workloads(n: int) -> list[Workload]:
     out: list[Workload] = []
     for name in VENUES:
@@ -268,6 +308,8 @@ def workloads(n: int) -> list[Workload]:
                 out.append(_coinbase(kind, n))
             elif name == "kraken":
                 out.append(_kraken(kind, n))
+            elif name == "bybit":  # bybit-linear and bybit-inverse run the same parser
+                out.append(_bybit(kind, n))
     return out
 
 
