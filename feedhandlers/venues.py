@@ -15,6 +15,7 @@ VENUES: dict[str, tuple[str, str]] = {
     "binance-futures": ("feedhandlers.binance", "BinanceFutures"),
     "coinbase": ("feedhandlers.coinbase", "Coinbase"),
     "kraken": ("feedhandlers.kraken", "Kraken"),
+    "okx": ("feedhandlers.okx", "Okx"),
     "bybit": ("feedhandlers.bybit", "Bybit"),
     "bybit-linear": ("feedhandlers.bybit", "BybitLinear"),
     "bybit-inverse": ("feedhandlers.bybit", "BybitInverse"),

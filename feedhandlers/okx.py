@@ -1,0 +1,482 @@
+"""OKX v5 public WebSocket (``wss://ws.okx.com:8443/ws/v5/public``): trades, tick-by-tick BBO, 400-level books.
+
+This module owns the OKX :class:`~feedhandlers.venue.Venue`: what to subscribe to, how each
+v5 push becomes ``trade`` / ``quote`` / ``l2`` / ``feed_event`` rows, and the per-instrument
+book rules. Symbols are OKX instIds (``BTC-USDT``, ``BTC-USDT-SWAP``); ``sym`` is
+:func:`~feedhandlers.normalize.normalize_symbol` of them (``BTCUSD``, ``BTCUSD-SWAP``).
+Sources: OKX API v5 docs (okx.com/docs-v5/en), sections "WebSocket / Connect",
+"Notification", "WS / Trades channel", "WS / Order book channel" (with its "Sequence ID"
+and "Checksum" parts), the error-code table, and the help-centre notice "OKX Order Book
+Channels Checksum Field Deprecation" (21 May 2026).
+
+Subscription: one ``{"op":"subscribe","args":[{"channel":...,"instId":...},...]}`` for every
+channel and symbol (one request: OKX limits subscribe/unsubscribe requests to 480 an hour
+per connection, and each book resync below costs two). Each arg is acknowledged with
+``{"event":"subscribe","arg":{...}}``, which becomes a ``subscribed`` event; a refusal
+``{"event":"error","code":"60018","msg":...}`` a ``bad_message`` event quoting OKX and
+naming the instId when the message does.
+
+Channels:
+
+* ``trades`` -> ``trade`` rows. ``side`` is documented as "Trade side of taker", so it is the
+  aggressor as it stands. OKX aggregates the fills of one taker order at one price into one
+  push (``count`` of them, ``tradeId`` the last one's id), so a row is such an aggregate:
+  ``trade_id`` is ``tradeId`` and ``seq`` its integer value. The channel sends no trade
+  history on subscribe, so nothing needs de-duplicating after a reconnect.
+* ``bbo-tbt`` (tick-by-tick best bid and offer, every 10 ms when it changes) -> native
+  ``quote`` rows (``derived=False``) timed by ``ts`` ("the timestamp when the push is
+  triggered").
+* ``books`` (400 levels: a full snapshot on subscribe, then every 100 ms the levels that
+  changed, ``action`` "snapshot"/"update", each level ``[px, sz, "0", numOrders]`` with the
+  *absolute* size, ``sz`` "0" deleting it) -> ``l2`` rows for every level (``is_snapshot``
+  on the snapshot's), a ``derived=True`` quote when the top of the book changes and a
+  ``crossed`` event once per crossing. OKX's merge procedure (docs, "Checksum") inserts,
+  replaces and deletes levels and has no truncation step, so the book is never truncated:
+  it keeps every level OKX sent (whether OKX deletes a level that leaves its 400 is not
+  documented; such a level could only linger far below the top 25 the checksum covers).
+  OKX notes the best ask may be below the best bid "during the pre-open period": such a
+  ``crossed`` event is the call auction, not a bad book.
+
+Book sequence (docs, "Sequence ID"; seqIds are per instId and not consecutive): a
+snapshot has ``prevSeqId`` -1 and anchors the chain at its ``seqId``; every update's
+``prevSeqId`` must equal the ``seqId`` of the message before it. Two documented exceptions
+pass that same test and are accepted: after ~60 s without changes OKX sends an update
+with empty ``asks``/``bids`` and ``seqId == prevSeqId`` (a keepalive), and after
+maintenance "users will receive an incremental message with seqId smaller than
+prevSeqId" whose ``prevSeqId`` still names the last ``seqId``; "subsequent messages will
+follow the regular sequencing rule", so the chain simply continues from the new, lower
+``seqId``. Any other ``prevSeqId`` is a ``gap`` (expected = last ``seqId``, got =
+``prevSeqId``). l2 rows carry ``seq_first = prevSeqId + 1`` and ``seq_last = seqId`` (the
+ids the message covers, like Binance's U/u; both ``seqId`` on a snapshot or a reset).
+
+Checksum: the signed CRC32 of the top 25 levels interleaved bid:ask
+(:func:`~feedhandlers.book.okx_checksum`) is checked after every snapshot and update that
+carries one. OKX has retired it in favour of seqId/prevSeqId: since 23 June 2026 the field
+"will remain present in push messages but will always return 0 and must no longer be used
+for data integrity validation", so a ``checksum`` of 0 (or none at all) is not checked and
+the seqId chain alone guards the book. A non-zero checksum that does not match is a
+``checksum`` event (expected = OKX's, got = ours). (OKX's changelog of February 2026 also
+announced dropping the field and the books *snapshot*, with a REST snapshot spliced in by
+seqId instead; the later notice keeps the field at 0 and says nothing of the snapshot, which
+this adapter relies on. Should the snapshot go, the books sync needs OKX's REST procedure.)
+
+On a gap, a checksum mismatch or a malformed books message for one instId: the event, that
+book alone is invalidated (nothing of it is published until it is rebuilt), and an
+``unsubscribe`` then ``subscribe`` of that instId's ``books`` arg are queued as
+:class:`~feedhandlers.venue.Send` actions; the new subscription starts with a snapshot,
+which brings a ``resync`` event. Updates that arrive meanwhile are dropped. Other instIds
+and the trade and BBO channels are untouched. On a disconnect every book is invalidated
+and resyncs from the new connection's snapshots.
+
+Connection: OKX closes a connection that has pushed nothing for 30 s and asks clients to
+send the text ``ping`` when N < 30 s pass without a message; :attr:`Okx.keepalive` is 20 s
+and the plain-text ``pong`` answer produces nothing. A ``{"event":"notice","code":"64008"}``
+("The connection will soon be closed for a service upgrade", sent 60 s ahead) becomes a
+:class:`~feedhandlers.venue.Reconnect`, so the shell moves to a new connection before the
+old one is cut.
+
+Numbers: prices and sizes stay the decimal strings OKX sent (checked finite and positive
+with ``Decimal``, never through a float; the checksum hashes those strings); ``ts`` is
+milliseconds as a string and becomes int ns UTC. Anything malformed is one ``bad_message``
+event and no row; a message with one bad item publishes none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Collection, Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+from feedhandlers.book import Book, okx_checksum
+from feedhandlers.jsonwire import decode
+from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.venue import CHANNELS, Reconnect, Send, Venue
+from tickerplant.exceptions import DataError
+
+__all__ = ["OKX_CHANNELS", "Okx"]
+
+# Our channel -> the OKX v5 public channel it subscribes.
+OKX_CHANNELS: Final = {"trade": "trades", "quote": "bbo-tbt", "l2": "books"}
+
+_MS: Final = 1_000_000  # OKX times are milliseconds; rows are nanoseconds
+_ZERO: Final = Decimal(0)
+_SIDES: Final = ("buy", "sell")
+_INT64: Final = 1 << 63
+_UPGRADE_NOTICE: Final = "64008"  # "The connection will soon be closed for a service upgrade"
+_INST_ID: Final = re.compile(r"instId:([A-Za-z0-9._-]+)")  # how OKX names the instId in an error message
+_DETAIL: Final = 160  # characters of a bad message quoted in its feed_event
+# What picking apart a malformed message can raise; each becomes one bad_message event.
+_MALFORMED: Final = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, DataError)
+
+
+class _BadMessage(Exception):
+    """A message that does not have the documented shape; becomes a bad_message event."""
+
+
+def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
+    """``text`` if it is a finite decimal string (> 0, or >= 0 with ``zero_ok``), else _BadMessage."""
+    if text.__class__ is not str:
+        raise _BadMessage(f"{what} {text!r} is not a decimal string")
+    try:
+        value = Decimal(text)
+        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
+    except ArithmeticError:  # InvalidOperation on "abc", and on comparing NaN
+        ok = False
+    if not ok:
+        raise _BadMessage(f"{what} {text!r} is not a {'non-negative' if zero_ok else 'positive'} finite decimal")
+    return text
+
+
+def _int(value: Any, what: str) -> int:
+    if value.__class__ is not int or not -_INT64 <= value < _INT64:  # excludes bool, float and strings
+        raise _BadMessage(f"{what} {value!r} is not an integer")
+    return int(value)
+
+
+def _ms(value: Any, what: str) -> int:
+    """OKX's millisecond time (documented as a string of digits) as int ns."""
+    if value.__class__ is str and 0 < len(value) <= 13 and value.isascii() and value.isdigit():
+        return int(value) * _MS
+    if value.__class__ is int and 0 <= value < 10**13:  # tolerated: the same number unquoted
+        return int(value) * _MS
+    raise _BadMessage(f"{what} {value!r} is not a time in milliseconds")
+
+
+def _levels(value: Any, what: str) -> list[Any]:
+    # Each level must be a list: the book would otherwise read a string like "12" as
+    # price "1" size "2". Price and size themselves are checked by the Book.
+    if value.__class__ is not list or any(level.__class__ is not list for level in value):
+        raise _BadMessage(f"{what} {str(value)[:40]} is not a list of [price, size, ...] levels")
+    return value
+
+
+def _top_level(levels: list[Any], what: str) -> tuple[str | None, str | None]:
+    if not levels:
+        return None, None
+    level = levels[0]
+    if len(level) < 2:
+        raise _BadMessage(f"{what} {level!r} is not [price, size, ...]")
+    return _price(level[0], f"{what} price"), _price(level[1], f"{what} size", zero_ok=True)
+
+
+def _op(op: str, args: list[dict[str, str]]) -> str:
+    return json.dumps({"op": op, "args": args}, separators=(",", ":"))
+
+
+def _quote(raw: str | bytes) -> str:
+    text = raw if isinstance(raw, str) else bytes(raw[: _DETAIL * 4]).decode("utf-8", "replace")
+    return repr(text[:_DETAIL]) + ("..." if len(text) > _DETAIL else "")
+
+
+# One books push, checked for shape: (time ns, seqId, prevSeqId, checksum or None, bids, asks).
+_Entry = tuple[int, int, int, int | None, list[Any], list[Any]]
+
+
+class _Sym:
+    """Everything kept for one instId: its book, the last seqId applied and the last published top."""
+
+    __slots__ = ("awaiting", "book", "crossed", "seq", "sym", "top", "venue_sym")
+
+    def __init__(self, venue: str, venue_sym: str) -> None:
+        self.venue_sym = venue_sym
+        self.sym = normalize_symbol(venue_sym)
+        # No depth: OKX's merge procedure has no truncation step; the book keeps every level sent.
+        self.book = Book(venue, venue_sym)
+        self.seq: int | None = None  # seqId of the last books message applied; None until a snapshot
+        self.awaiting: str | None = None  # why the next snapshot is a resync (None: the first, or none due)
+        self.crossed = False  # a "crossed" event is emitted once per crossing
+        self.top: tuple[str | None, str | None, str | None, str | None] | None = None
+
+
+_Handler = Callable[[_Sym, dict[str, Any], list[Any], str | bytes, int, Out], None]
+
+
+class Okx(Venue):
+    """OKX v5 public adapter for ``symbols`` as OKX instIds (``BTC-USDT``, ``ETH-USDT-SWAP``).
+
+    ::
+
+        venue = Okx(["BTC-USDT", "BTC-USDT-SWAP"])
+        venue.subscribe()   # ['{"op":"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"},...]}']
+        venue.ping()        # "ping", sent by the shell after `keepalive` seconds of quiet
+    """
+
+    name = "okx"
+    ws_url = "wss://ws.okx.com:8443/ws/v5/public"
+    rest_url = "https://www.okx.com"  # unused: the books channel starts with its own snapshot
+    keepalive = 20.0  # OKX drops a connection after 30 s without traffic; "N less than 30"
+
+    def __init__(self, symbols: Sequence[str], channels: Collection[str] = CHANNELS) -> None:
+        super().__init__(symbols, channels)
+        for s in self.symbols:
+            if not isinstance(s, str) or not s:
+                raise ValueError(f"okx: symbol {s!r} is not an OKX instId such as BTC-USDT or BTC-USDT-SWAP")
+        self._syms: dict[str, _Sym] = {s: _Sym(self.name, s) for s in self.symbols}
+        handlers: dict[str, _Handler] = {"trade": self._trades, "quote": self._bbo, "l2": self._books}
+        # OKX channel -> handler, for the channels asked for only (one dict lookup routes a push).
+        self._handlers = {OKX_CHANNELS[c]: h for c, h in handlers.items() if c in self.channels}
+
+    # -- what to send --------------------------------------------------------------------
+
+    def ping(self) -> str:
+        return "ping"  # the text, not JSON: OKX answers it with the text "pong"
+
+    def subscribe(self) -> list[str]:
+        args = [{"channel": OKX_CHANNELS[c], "instId": s}
+                for c in ("trade", "quote", "l2") if c in self.channels for s in self._syms]
+        return [_op("subscribe", args)]
+
+    def book(self, venue_sym: str) -> Book:
+        """The L2 book of ``venue_sym`` (e.g. "BTC-USDT"), for inspection."""
+        return self._syms[venue_sym].book
+
+    # -- messages ------------------------------------------------------------------------
+
+    def on_message(self, raw: str | bytes, recv_ns: int, out: Out) -> None:
+        if raw == "pong" or raw == b"pong":
+            return  # the answer to our keepalive ping
+        try:
+            msg = decode(raw)
+            if msg.__class__ is not dict:
+                raise _BadMessage(f"a {type(msg).__name__}, not a JSON object")
+            event = msg.get("event")
+            if event is not None:
+                self._event(event, msg, raw, recv_ns, out)
+                return
+            arg: Any = msg.get("arg")
+            channel: Any = arg.get("channel") if arg.__class__ is dict else None
+            handler = self._handlers.get(channel) if channel.__class__ is str else None
+            if handler is None or "data" not in msg:
+                out.event(time=recv_ns, kind="unknown_message",
+                          detail=f"not a push of a subscribed channel (channel {channel!r}): {_quote(raw)}")
+                return
+            vsym = arg.get("instId")
+            st = self._syms.get(vsym) if vsym.__class__ is str else None
+            if st is None:
+                out.event(time=recv_ns, kind="unknown_message", venue_sym=vsym if vsym.__class__ is str else None,
+                          detail=f"{channel} push for instId {vsym!r}, which this adapter did not subscribe "
+                                 f"to: {_quote(raw)}")
+                return
+            data = msg["data"]
+            if data.__class__ is not list or not data:
+                raise _BadMessage(f"{channel} data {str(data)[:40]} is not a non-empty list")
+            handler(st, msg, data, raw, recv_ns, out)
+        except _BadMessage as exc:
+            self._bad(str(exc), raw, recv_ns, out)
+        except _MALFORMED as exc:
+            # ValueError covers msgspec's DecodeError (bytes that are not JSON or not UTF-8);
+            # KeyError a missing field; TypeError/AttributeError a value of the wrong type.
+            self._bad(f"{type(exc).__name__}: {exc}", raw, recv_ns, out)
+
+    def on_disconnect(self, recv_ns: int, out: Out) -> None:
+        # Every book is stale: the new connection's subscribe brings fresh snapshots, and the
+        # snapshot of a book that was live (or already awaiting one) is reported as a resync.
+        for st in self._syms.values():
+            if st.book.valid:
+                st.awaiting = "reconnect"
+            st.book.invalidate("disconnected; waiting for the snapshot after reconnecting")
+            st.seq = None
+            st.top = None
+            st.crossed = False
+        # Resubscriptions (and a maintenance reconnect) queued for the old connection mean
+        # nothing on the new one: its subscribe covers every book.
+        self._actions = []
+
+    def _event(self, event: Any, msg: dict[str, Any], raw: str | bytes, recv_ns: int, out: Out) -> None:
+        if event == "subscribe":
+            arg = msg.get("arg")
+            channel = arg.get("channel") if arg.__class__ is dict else None
+            vsym = arg.get("instId") if arg.__class__ is dict else None
+            if vsym.__class__ is not str or not vsym:
+                raise _BadMessage(f"subscribe acknowledgement without an instId: arg {arg!r}")
+            out.event(time=recv_ns, kind="subscribed", sym=normalize_symbol(vsym), venue_sym=vsym,
+                      detail=f"subscribed to {channel} {vsym}")
+        elif event == "unsubscribe":
+            return  # the first half of a book resync; its subscribe ack says the rest
+        elif event == "error":
+            code, text = msg.get("code"), msg.get("msg")
+            found = _INST_ID.search(text) if isinstance(text, str) else None
+            vsym = found.group(1) if found else None
+            self._bad(f"OKX refused a request: error {code}: {str(text)[:_DETAIL]}; check that every symbol is a "
+                      f"listed OKX instId such as BTC-USDT or BTC-USDT-SWAP (upper case, dash-separated) - that "
+                      f"channel stays silent until it is fixed", raw, recv_ns, out, vsym)
+        elif event == "notice" and msg.get("code") == _UPGRADE_NOTICE:
+            # Sent 60 s before OKX closes the connection for a service upgrade: move now,
+            # on our terms, instead of losing whatever is in flight when it is cut.
+            self._request(Reconnect(f"OKX notice {_UPGRADE_NOTICE}: {msg.get('msg')}"))
+        else:
+            out.event(time=recv_ns, kind="unknown_message", detail=f"unknown OKX event {event!r}: {_quote(raw)}")
+
+    def _bad(self, why: str, raw: str | bytes, recv_ns: int, out: Out, venue_sym: str | None = None) -> None:
+        out.event(time=recv_ns, kind="bad_message", venue_sym=venue_sym,
+                  sym=normalize_symbol(venue_sym) if venue_sym else None,
+                  detail=f"{why[: _DETAIL * 2]}; message: {_quote(raw)}")
+
+    # -- trades and BBO --------------------------------------------------------------------
+
+    def _trades(self, st: _Sym, msg: dict[str, Any], data: list[Any], raw: str | bytes, recv_ns: int,
+                out: Out) -> None:
+        # Check every trade before publishing any: a bad one rejects the whole push.
+        parsed = []
+        for t in data:
+            if t.__class__ is not dict:
+                raise _BadMessage(f"trade {t!r} is not an object")
+            inst = t.get("instId", st.venue_sym)
+            if inst != st.venue_sym:
+                raise _BadMessage(f"trade instId {inst!r} is not the channel's {st.venue_sym!r}")
+            tid = t["tradeId"]
+            if tid.__class__ is not str or not tid:
+                raise _BadMessage(f"tradeId {tid!r} is not a non-empty string")
+            side = t["side"]
+            if side.__class__ is not str or side not in _SIDES:
+                raise _BadMessage(f"side {side!r} is not buy or sell")
+            # tradeId is numeric in practice ("130639474"); an id that is not stays a trade_id only.
+            seq = int(tid) if len(tid) <= 18 and tid.isascii() and tid.isdigit() else None
+            parsed.append((_ms(t["ts"], "trade time ts"), _price(t["px"], "price px"), _price(t["sz"], "size sz"),
+                           side, tid, seq))
+        for time, price, size, side, tid, seq in parsed:
+            out.trade(time=time, sym=st.sym, venue_sym=st.venue_sym, price=price, size=size, side=side,
+                      trade_id=tid, seq=seq, recv_time=recv_ns)
+
+    def _bbo(self, st: _Sym, msg: dict[str, Any], data: list[Any], raw: str | bytes, recv_ns: int,
+             out: Out) -> None:
+        parsed = []
+        for d in data:
+            if d.__class__ is not dict:
+                raise _BadMessage(f"bbo-tbt item {str(d)[:40]} is not an object")
+            best_bid = _top_level(_levels(d["bids"], "bids"), "best bid")
+            best_ask = _top_level(_levels(d["asks"], "asks"), "best ask")
+            parsed.append((_ms(d["ts"], "bbo time ts"), best_bid, best_ask))
+        for time, (bid, bid_size), (ask, ask_size) in parsed:
+            out.quote(time=time, sym=st.sym, venue_sym=st.venue_sym, bid_price=bid, bid_size=bid_size,
+                      ask_price=ask, ask_size=ask_size, recv_time=recv_ns, derived=False)
+
+    # -- books -----------------------------------------------------------------------------
+
+    def _books(self, st: _Sym, msg: dict[str, Any], data: list[Any], raw: str | bytes, recv_ns: int,
+               out: Out) -> None:
+        action = msg.get("action")
+        snapshot = action == "snapshot"
+        try:
+            if not snapshot and action != "update":
+                raise _BadMessage(f"books action {action!r} is not snapshot or update")
+            entries = [_entry(e) for e in data]
+        except (_BadMessage, *_MALFORMED) as exc:
+            why = str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+            # A live book missed a message; a snapshot we waited for is unusable. An update for
+            # a book already waiting for its snapshot changes nothing: that resync is under way.
+            self._lost(st, snapshot or st.book.valid, f"malformed books message ({why})", raw, recv_ns, out)
+            return
+        for entry in entries:
+            if not self._apply(st, snapshot, entry, raw, recv_ns, out):
+                return
+
+    def _lost(self, st: _Sym, resync: bool, why: str, raw: str | bytes, recv_ns: int, out: Out) -> None:
+        """A books message that cannot be used: one bad_message, and with ``resync`` the book resubscribed."""
+        self._bad(f"{why}{'; resubscribing its book' if resync else ''}", raw, recv_ns, out, st.venue_sym)
+        if resync:
+            self._resync(st, why)
+
+    def _apply(self, st: _Sym, snapshot: bool, entry: _Entry, raw: str | bytes, recv_ns: int, out: Out) -> bool:
+        """Apply one books push to ``st``'s book and publish its rows; False when the book was lost."""
+        time, seq, prev, checksum, bids, asks = entry
+        book = st.book
+        if snapshot:
+            try:
+                book.apply_snapshot(bids, asks, seq=seq)
+            except DataError as exc:
+                self._lost(st, True, str(exc), raw, recv_ns, out)
+                return False
+        else:
+            if not book.valid:
+                return True  # waiting for a (re)subscription's snapshot: updates before it mean nothing
+            last = st.seq
+            # The documented chain: prevSeqId names the last seqId. A keepalive (seqId == prevSeqId)
+            # and a maintenance reset (seqId < prevSeqId) pass the same test.
+            if prev != last:
+                out.event(time=recv_ns, kind="gap", sym=st.sym, venue_sym=st.venue_sym, expected=last, got=prev,
+                          detail=f"books prevSeqId {prev} does not follow the last seqId {last}: a message was lost; "
+                                 f"book dropped and resubscribed")
+                self._resync(st, f"gap: prevSeqId {prev} after seqId {last}")
+                return False
+            try:
+                book.apply_many(bids, asks, seq=seq)
+            except DataError as exc:  # the book invalidated itself halfway through the message
+                self._lost(st, True, str(exc), raw, recv_ns, out)
+                return False
+        st.seq = seq
+        # 0 is what OKX sends since it retired the checksum; None, what it will send without the field.
+        if checksum:
+            ours = okx_checksum(book)
+            if ours != checksum:
+                out.event(time=recv_ns, kind="checksum", sym=st.sym, venue_sym=st.venue_sym, expected=checksum,
+                          got=ours, detail=f"books checksum mismatch after {'snapshot' if snapshot else 'update'} "
+                                           f"seqId {seq}: OKX sent {checksum}, the local top 25 give {ours}; book "
+                                           f"dropped and resubscribed")
+                self._resync(st, f"checksum mismatch: OKX {checksum}, local {ours}")
+                return False
+        self._publish(st, snapshot, time, seq, prev, bids, asks, recv_ns, out)
+        return True
+
+    def _publish(self, st: _Sym, snapshot: bool, time: int, seq: int, prev: int, bids: list[Any], asks: list[Any],
+                 recv_ns: int, out: Out) -> None:
+        """l2 rows for the levels just applied, then a derived quote if the top moved, then crossing."""
+        sym, vsym, book, l2 = st.sym, st.venue_sym, st.book, out.l2
+        if snapshot:
+            reason, st.awaiting = st.awaiting, None
+            if reason is not None:
+                out.event(time=time, kind="resync", sym=sym, venue_sym=vsym,
+                          detail=f"book rebuilt from a new snapshot (seqId {seq}) after {reason}")
+            # The snapshot as held (zero sizes and repeated prices resolved), best first.
+            held_bids, held_asks = book.top_raw(max(book.counts))
+            for price, size in held_bids:
+                l2(time=time, sym=sym, venue_sym=vsym, side="bid", price=price, size=size, is_snapshot=True,
+                   seq_first=seq, seq_last=seq, recv_time=recv_ns)
+            for price, size in held_asks:
+                l2(time=time, sym=sym, venue_sym=vsym, side="ask", price=price, size=size, is_snapshot=True,
+                   seq_first=seq, seq_last=seq, recv_time=recv_ns)
+        else:
+            first = prev + 1 if prev < seq else seq
+            for level in bids:
+                l2(time=time, sym=sym, venue_sym=vsym, side="bid", price=level[0], size=level[1], is_snapshot=False,
+                   seq_first=first, seq_last=seq, recv_time=recv_ns)
+            for level in asks:
+                l2(time=time, sym=sym, venue_sym=vsym, side="ask", price=level[0], size=level[1], is_snapshot=False,
+                   seq_first=first, seq_last=seq, recv_time=recv_ns)
+        top_bids, top_asks = book.top_raw(1)
+        top = (top_bids[0][0] if top_bids else None, top_bids[0][1] if top_bids else None,
+               top_asks[0][0] if top_asks else None, top_asks[0][1] if top_asks else None)
+        if top != st.top:
+            st.top = top
+            out.quote(time=time, sym=sym, venue_sym=vsym, bid_price=top[0], bid_size=top[1], ask_price=top[2],
+                      ask_size=top[3], recv_time=recv_ns, derived=True)
+        crossed = book.crossed
+        if crossed and not st.crossed:
+            state = "locked" if book.locked else "crossed"
+            out.event(time=time, kind="crossed", sym=sym, venue_sym=vsym,
+                      detail=f"book {state} after seqId {seq}: best bid {top[0]} >= best ask {top[2]} (OKX allows "
+                             f"this in the pre-open call auction)")
+        st.crossed = crossed
+
+    def _resync(self, st: _Sym, reason: str) -> None:
+        """Drop one instId's book and resubscribe its books channel alone; the rest is untouched."""
+        st.book.invalidate(reason)
+        st.seq = None
+        st.top = None
+        st.crossed = False
+        st.awaiting = reason
+        arg = [{"channel": "books", "instId": st.venue_sym}]
+        self._request(Send(_op("unsubscribe", arg)))
+        self._request(Send(_op("subscribe", arg)))
+
+
+def _entry(e: Any) -> _Entry:
+    """One ``books`` data item, checked for shape (levels are checked as the book applies them)."""
+    if e.__class__ is not dict:
+        raise _BadMessage(f"books data item {str(e)[:40]} is not an object")
+    checksum = e.get("checksum")
+    return (_ms(e["ts"], "book time ts"), _int(e["seqId"], "seqId"), _int(e["prevSeqId"], "prevSeqId"),
+            None if checksum is None else _int(checksum, "checksum"), _levels(e["bids"], "bids"),
+            _levels(e["asks"], "asks"))
