@@ -13,6 +13,7 @@ from feedhandlers.venue import Venue
 VENUES: dict[str, tuple[str, str]] = {
     "binance": ("feedhandlers.binance", "BinanceSpot"),
     "binance-futures": ("feedhandlers.binance", "BinanceFutures"),
+    "bitstamp": ("feedhandlers.bitstamp", "Bitstamp"),
     "coinbase": ("feedhandlers.coinbase", "Coinbase"),
     "kraken": ("feedhandlers.kraken", "Kraken"),
     "okx": ("feedhandlers.okx", "Okx"),
