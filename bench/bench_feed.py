@@ -13,8 +13,9 @@ What is timed:
   venue, the snapshot: Binance's REST answer asked for by the first depth message, Coinbase's
   and Kraken's snapshot message) is not timed. Kraken book messages carry real CRC32
   checksums, computed with ``feedhandlers.book.kraken_checksum`` on a shadow ``Book``, and the
-  adapter checks every one. Venues: binance, binance-futures, coinbase, kraken (all of
-  ``feedhandlers.venues.VENUES``).
+  adapter checks every one. OKX book messages carry checksum 0, as OKX has sent since June
+  2026 (the ``seqId`` chain guards the book). Venues: every one of
+  ``feedhandlers.venues.VENUES`` (bybit-linear and bybit-inverse run bybit's parser).
 * ``e2e`` (binance spot, both kinds): the same messages written to a capture file with
   ``CaptureWriter`` as ``feedhandlers.shell`` writes one (OPEN, the SENT subscription, the
   frames, the REST snapshot record after the first depth message), then
@@ -298,6 +299,90 @@ def _bybit(kind: str, n: int) -> Workload:
     return w
 
 
+# --------------------------------------------------------------------------- okx
+
+
+def _okx(kind: str, n: int) -> Workload:
+    cls = venue_class("okx")
+    inst = "BTC-USDT"
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    if kind == "trade":
+        msgs = [dumps({"arg": {"channel": "trades", "instId": inst}, "data": [
+            {"instId": inst, "tradeId": str(130639474 + i), "px": _bid(i % 50), "sz": _size(i),
+             "side": "sell" if i % 2 else "buy", "ts": str(T_MS + i), "count": "1"}]}) for i in range(n)]
+        return Workload("okx", kind, lambda: cls([inst], {"trade"}), msgs)
+
+    def book(action: str, seq: int, prev: int, bids: list[list[str]], asks: list[list[str]]) -> str:
+        # checksum 0: what OKX has sent since June 2026 (the seqId chain guards the book)
+        return dumps({"arg": {"channel": "books", "instId": inst}, "action": action, "data": [
+            {"asks": asks, "bids": bids, "ts": str(T_MS + seq), "checksum": 0, "prevSeqId": prev, "seqId": seq}]})
+
+    snapshot = book("snapshot", 1000, -1, [[_bid(k), "1.00000000", "0", "1"] for k in range(LEVELS)],
+                    [[_ask(k), "1.00000000", "0", "1"] for k in range(LEVELS)])
+    msgs = [book("update", 1000 + i, 999 + i, [[_bid(i % LEVELS), _size(i), "0", "1"]],
+                 [[_ask(i % LEVELS), _size(i + 7), "0", "1"]]) for i in range(1, n + 1)]
+    w = Workload("okx", kind, lambda: cls([inst], {"l2"}), msgs)
+
+    def make() -> Venue:
+        venue = cls([inst], {"l2"})
+        out = Out(venue.name)
+        venue.on_message(snapshot, RECV0, out)
+        cols = out.take()
+        if "feed_event" in cols or "l2" not in cols:
+            raise RuntimeError(f"okx: the synthetic snapshot did not make a valid book: {cols.get('feed_event')}")
+        w.setup_rows = len(cols["l2"]["time"])
+        return venue
+
+    w.make = make
+    return w
+
+
+# --------------------------------------------------------------------------- bitstamp
+
+
+def _bitstamp(kind: str, n: int) -> Workload:
+    cls = venue_class("bitstamp")
+    pair = "btcusd"
+    us0 = T_MS * 1000
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    if kind == "trade":
+        msgs = [dumps({"data": {"id": 212337562 + i, "timestamp": str(T_MS // 1000), "amount": 0.5,
+                                "amount_str": _size(i), "price": 1.0, "price_str": _bid(i % 50), "type": i % 2,
+                                "microtimestamp": str(us0 + i), "buy_order_id": 1, "sell_order_id": 2},
+                       "channel": f"live_trades_{pair}", "event": "trade"}) for i in range(n)]
+        return Workload("bitstamp", kind, lambda: cls([pair], {"trade"}), msgs)
+
+    def diff(us: int, bids: list[list[str]], asks: list[list[str]]) -> str:
+        return dumps({"data": {"timestamp": str(us // 1_000_000), "microtimestamp": str(us), "bids": bids,
+                               "asks": asks}, "channel": f"diff_order_book_{pair}", "event": "data"})
+
+    first = diff(us0, [[_bid(0), "1.00000000"]], [])
+    body = dumps({"timestamp": str(us0 // 1_000_000), "microtimestamp": str(us0),
+                  "bids": [[_bid(k), "1.00000000"] for k in range(LEVELS)],
+                  "asks": [[_ask(k), "1.00000000"] for k in range(LEVELS)]}).encode()
+    msgs = [diff(us0 + i, [[_bid(i % LEVELS), _size(i)]], [[_ask(i % LEVELS), _size(i + 7)]])
+            for i in range(1, n + 1)]
+    path = f"/api/v2/order_book/{pair}/"
+    w = Workload("bitstamp", kind, lambda: cls([pair], {"l2"}), msgs, rest=(path, body), first=[first])
+
+    def make() -> Venue:
+        venue = cls([pair], {"l2"})
+        out = Out(venue.name)
+        venue.on_message(first, RECV0, out)
+        asked = venue.actions()
+        if asked != [Rest(pair, path)]:
+            raise RuntimeError(f"bitstamp: the first diff asked for {asked}, not the REST snapshot {path}")
+        venue.on_snapshot(pair, body, RECV0 + 1, out)
+        cols = out.take()
+        if "feed_event" in cols or "l2" not in cols:
+            raise RuntimeError(f"bitstamp: the synthetic snapshot did not make a valid book: {cols.get('feed_event')}")
+        w.setup_rows = len(cols["l2"]["time"])
+        return venue
+
+    w.make = make
+    return w
+
+
 def workloads(n: int) -> list[Workload]:
     out: list[Workload] = []
     for name in VENUES:
@@ -310,6 +395,10 @@ def workloads(n: int) -> list[Workload]:
                 out.append(_kraken(kind, n))
             elif name == "bybit":  # bybit-linear and bybit-inverse run the same parser
                 out.append(_bybit(kind, n))
+            elif name == "okx":
+                out.append(_okx(kind, n))
+            elif name == "bitstamp":
+                out.append(_bitstamp(kind, n))
     return out
 
 
