@@ -6,8 +6,10 @@ book rules. Symbols are OKX instIds (``BTC-USDT``, ``BTC-USDT-SWAP``); ``sym`` i
 :func:`~feedhandlers.normalize.normalize_symbol` of them (``BTCUSD``, ``BTCUSD-SWAP``).
 Sources: OKX API v5 docs (okx.com/docs-v5/en), sections "WebSocket / Connect",
 "Notification", "WS / Trades channel", "WS / Order book channel" (with its "Sequence ID"
-and "Checksum" parts), the error-code table, and the help-centre notice "OKX Order Book
-Channels Checksum Field Deprecation" (21 May 2026).
+and "Checksum" parts), "REST / Market data / GET Order book", the error-code table, the
+help-centre notice "OKX Order Book Channels Checksum Field Deprecation" (21 May 2026) and
+the API changelog entry "Delist initial snapshot and checksum field in order book channels"
+(docs-v5/log_en, last updated 12 February 2026).
 
 Subscription: one ``{"op":"subscribe","args":[{"channel":...,"instId":...},...]}`` for every
 channel and symbol (one request: OKX limits subscribe/unsubscribe requests to 480 an hour
@@ -55,18 +57,43 @@ carries one. OKX has retired it in favour of seqId/prevSeqId: since 23 June 2026
 "will remain present in push messages but will always return 0 and must no longer be used
 for data integrity validation", so a ``checksum`` of 0 (or none at all) is not checked and
 the seqId chain alone guards the book. A non-zero checksum that does not match is a
-``checksum`` event (expected = OKX's, got = ours). (OKX's changelog of February 2026 also
-announced dropping the field and the books *snapshot*, with a REST snapshot spliced in by
-seqId instead; the later notice keeps the field at 0 and says nothing of the snapshot, which
-this adapter relies on. Should the snapshot go, the books sync needs OKX's REST procedure.)
+``checksum`` event (expected = OKX's, got = ours).
+
+Two modes, per instId and per subscription. OKX's API changelog ("Delist initial snapshot
+and checksum field in order book channels", last updated 12 February 2026) says production
+books channels stop sending the initial snapshot from early August 2026, and gives a REST
+procedure instead; a third-party capture of August 2026 still saw snapshots, so the adapter
+takes whichever the subscription's first ``books`` message shows:
+
+* snapshot mode (first message ``action`` "snapshot"): the book is that snapshot, as above.
+* REST mode (first message an "update"): updates are buffered (at most 5,000) and the first
+  one makes the adapter ask the shell for ``GET /api/v5/market/books?instId=X&sz=400&source=0``
+  (a :class:`~feedhandlers.venue.Rest` action; ``sz`` max 400 per side, the channel's depth).
+  The answer ``{"code":"0","data":[{"asks":..,"bids":..,"ts":..,"seqId":..}]}`` must carry a
+  ``seqId`` (the changelog's procedure needs it; the older REST docs list only asks/bids/ts; a
+  digit string is taken too). A snapshot whose ``seqId`` is below the first buffered update's
+  ``prevSeqId`` is too old (OKX's REST caches may lag) and is fetched again without an event;
+  buffered updates with ``seqId`` <= the snapshot's are dropped, and the first one left must
+  have ``prevSeqId`` <= snapshot ``seqId`` (otherwise a ``gap`` event and a new fetch from that
+  update). The book is the snapshot (l2 rows ``is_snapshot``, time its ``ts``) plus the rest,
+  then the usual chain rule; live updates the snapshot already holds (it may be newer than the
+  buffer) are dropped the same way. A bad answer (not JSON, ``code`` not "0", no book, no
+  seqId, a malformed level) is a ``bad_message`` and a new request. A snapshot action on a
+  REST-mode subscription is applied as a whole book.
 
 On a gap, a checksum mismatch or a malformed books message for one instId: the event, that
-book alone is invalidated (nothing of it is published until it is rebuilt), and an
-``unsubscribe`` then ``subscribe`` of that instId's ``books`` arg are queued as
-:class:`~feedhandlers.venue.Send` actions; the new subscription starts with a snapshot,
-which brings a ``resync`` event. Updates that arrive meanwhile are dropped. Other instIds
-and the trade and BBO channels are untouched. On a disconnect every book is invalidated
-and resyncs from the new connection's snapshots.
+book alone is invalidated (nothing of it is published until it is rebuilt), and then:
+in snapshot mode an ``unsubscribe`` then ``subscribe`` of that instId's ``books`` arg are
+queued as :class:`~feedhandlers.venue.Send` actions (a fresh snapshot is consistent by
+construction and costs no REST call; updates until the new subscribe ack are the old
+subscription's tail and are dropped, and the new subscription's first message picks the
+mode again); in REST mode the subscription is live and only the snapshot is missing, so the
+adapter buffers from the update that showed the gap (or the next one) and fetches a new REST
+snapshot, with no resubscription. Either way the rebuilt book brings a ``resync`` event
+naming its source and the reason. Other instIds and the trade and BBO channels are
+untouched. On a disconnect every book is invalidated, buffers and the pending-request flag
+are cleared (a REST answer arriving after it is ignored unless a book waits for one), and
+each book's mode is decided again on the new connection; a book that was live resyncs.
 
 Connection: OKX closes a connection that has pushed nothing for 30 s and asks clients to
 send the text ``ping`` when N < 30 s pass without a message; :attr:`Okx.keepalive` is 20 s
@@ -85,6 +112,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from decimal import Decimal
 from typing import Any, Final
@@ -92,7 +120,7 @@ from typing import Any, Final
 from feedhandlers.book import Book, okx_checksum
 from feedhandlers.jsonwire import decode
 from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
-from feedhandlers.venue import CHANNELS, Reconnect, Send, Venue
+from feedhandlers.venue import CHANNELS, Reconnect, Rest, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["OKX_CHANNELS", "Okx"]
@@ -107,6 +135,16 @@ _INT64: Final = 1 << 63
 _UPGRADE_NOTICE: Final = "64008"  # "The connection will soon be closed for a service upgrade"
 _INST_ID: Final = re.compile(r"instId:([A-Za-z0-9._-]+)")  # how OKX names the instId in an error message
 _DETAIL: Final = 160  # characters of a bad message quoted in its feed_event
+# The REST depth snapshot that anchors a book when the channel sends none: 400 levels a side,
+# as deep as the books channel ("sz ... Maximum 400"); source=0 as OKX's sync procedure asks.
+_REST_BOOKS: Final = "/api/v5/market/books?instId={}&sz=400&source=0"
+# Updates kept while a REST snapshot is on its way (100 ms pushes: minutes of them). Beyond it
+# the oldest go, and the splice reports the hole against the snapshot.
+_MAX_BUFFER: Final = 5_000
+# How one instId's books subscription is synced (``_Sym.mode``):
+_WS: Final = "ws"  # its first message was a snapshot: OKX's snapshot world; a loss resubscribes
+_REST: Final = "rest"  # its first message was an update: buffered and spliced onto a REST snapshot
+_RESUB: Final = "resubscribing"  # unsubscribe + subscribe sent; updates until the subscribe ack are the old tail
 # What picking apart a malformed message can raise; each becomes one bad_message event.
 _MALFORMED: Final = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, DataError)
 
@@ -177,7 +215,8 @@ _Entry = tuple[int, int, int, int | None, list[Any], list[Any]]
 class _Sym:
     """Everything kept for one instId: its book, the last seqId applied and the last published top."""
 
-    __slots__ = ("awaiting", "book", "crossed", "seq", "sym", "top", "venue_sym")
+    __slots__ = ("awaiting", "book", "buffer", "crossed", "joining", "mode", "requested", "seq", "sym", "top",
+                 "venue_sym")
 
     def __init__(self, venue: str, venue_sym: str) -> None:
         self.venue_sym = venue_sym
@@ -188,6 +227,14 @@ class _Sym:
         self.awaiting: str | None = None  # why the next snapshot is a resync (None: the first, or none due)
         self.crossed = False  # a "crossed" event is emitted once per crossing
         self.top: tuple[str | None, str | None, str | None, str | None] | None = None
+        # None: the subscription's first books message decides (_WS, _REST); see _RESUB.
+        self.mode: str | None = None
+        # _REST mode, book invalid: the updates since the stream was (re)joined, with raw and recv_ns.
+        self.buffer: deque[tuple[_Entry, str | bytes, int]] = deque(maxlen=_MAX_BUFFER)
+        self.requested = False  # a REST snapshot is asked for and not yet answered
+        # A REST snapshot is applied and no update newer than it yet: updates it holds (seqId <=
+        # its seqId) are dropped, and the first newer one joins it if prevSeqId <= its seqId.
+        self.joining = False
 
 
 _Handler = Callable[[_Sym, dict[str, Any], list[Any], str | bytes, int, Out], None]
@@ -205,7 +252,7 @@ class Okx(Venue):
 
     name = "okx"
     ws_url = "wss://ws.okx.com:8443/ws/v5/public"
-    rest_url = "https://www.okx.com"  # unused: the books channel starts with its own snapshot
+    rest_url = "https://www.okx.com"  # books snapshots when the channel sends none (REST mode)
     keepalive = 20.0  # OKX drops a connection after 30 s without traffic; "N less than 30"
 
     def __init__(self, symbols: Sequence[str], channels: Collection[str] = CHANNELS) -> None:
@@ -280,6 +327,10 @@ class Okx(Venue):
             st.seq = None
             st.top = None
             st.crossed = False
+            st.mode = None  # the new connection's first books message decides again
+            st.joining = False
+            st.buffer.clear()
+            st.requested = False  # an answer still on its way is ignored unless a book waits for one
         # Resubscriptions (and a maintenance reconnect) queued for the old connection mean
         # nothing on the new one: its subscribe covers every book.
         self._actions = []
@@ -291,6 +342,9 @@ class Okx(Venue):
             vsym = arg.get("instId") if arg.__class__ is dict else None
             if vsym.__class__ is not str or not vsym:
                 raise _BadMessage(f"subscribe acknowledgement without an instId: arg {arg!r}")
+            st = self._syms.get(vsym)
+            if channel == "books" and st is not None and st.mode == _RESUB:
+                st.mode = None  # the new subscription starts here: its first message decides the mode
             out.event(time=recv_ns, kind="subscribed", sym=normalize_symbol(vsym), venue_sym=vsym,
                       detail=f"subscribed to {channel} {vsym}")
         elif event == "unsubscribe":
@@ -367,23 +421,40 @@ class Okx(Venue):
             why = str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
             # A live book missed a message; a snapshot we waited for is unusable. An update for
             # a book already waiting for its snapshot changes nothing: that resync is under way.
+            # (A book waiting for its REST snapshot keeps buffering: the hole shows in the splice.)
             self._lost(st, snapshot or st.book.valid, f"malformed books message ({why})", raw, recv_ns, out)
             return
+        if snapshot:
+            st.buffer.clear()  # a whole book: whatever waited for a REST snapshot is moot
+            if st.mode != _REST:
+                st.mode = _WS  # a snapshot is always a whole book; in _REST mode gaps still re-fetch
+        elif st.mode == _RESUB:
+            return  # the old subscription's tail, before the new one's ack
+        elif st.mode is None:
+            st.mode = _REST  # no snapshot on this subscription: buffer and fetch one over REST
         for entry in entries:
+            if not snapshot and st.mode == _REST and not st.book.valid:
+                self._wait(st, entry, raw, recv_ns)
+                continue
             if not self._apply(st, snapshot, entry, raw, recv_ns, out):
                 return
 
     def _lost(self, st: _Sym, resync: bool, why: str, raw: str | bytes, recv_ns: int, out: Out) -> None:
-        """A books message that cannot be used: one bad_message, and with ``resync`` the book resubscribed."""
-        self._bad(f"{why}{'; resubscribing its book' if resync else ''}", raw, recv_ns, out, st.venue_sym)
+        """A books message that cannot be used: one bad_message, and with ``resync`` the book rebuilt."""
+        self._bad(f"{why}{'; ' + self._recovery(st) if resync else ''}", raw, recv_ns, out, st.venue_sym)
         if resync:
             self._resync(st, why)
+
+    @staticmethod
+    def _recovery(st: _Sym) -> str:
+        return "re-fetching its REST snapshot" if st.mode == _REST else "resubscribing its book"
 
     def _apply(self, st: _Sym, snapshot: bool, entry: _Entry, raw: str | bytes, recv_ns: int, out: Out) -> bool:
         """Apply one books push to ``st``'s book and publish its rows; False when the book was lost."""
         time, seq, prev, checksum, bids, asks = entry
         book = st.book
         if snapshot:
+            st.joining = False
             try:
                 book.apply_snapshot(bids, asks, seq=seq)
             except DataError as exc:
@@ -393,13 +464,22 @@ class Okx(Venue):
             if not book.valid:
                 return True  # waiting for a (re)subscription's snapshot: updates before it mean nothing
             last = st.seq
+            joined = False
+            if st.joining and last is not None:
+                # After a REST snapshot (OKX's procedure): what it holds goes, the first update
+                # past it must straddle it (prevSeqId <= snapshot seqId < seqId).
+                if seq <= last:
+                    return True
+                st.joining = False
+                joined = prev <= last
             # The documented chain: prevSeqId names the last seqId. A keepalive (seqId == prevSeqId)
             # and a maintenance reset (seqId < prevSeqId) pass the same test.
-            if prev != last:
+            if prev != last and not joined:
                 out.event(time=recv_ns, kind="gap", sym=st.sym, venue_sym=st.venue_sym, expected=last, got=prev,
                           detail=f"books prevSeqId {prev} does not follow the last seqId {last}: a message was lost; "
-                                 f"book dropped and resubscribed")
-                self._resync(st, f"gap: prevSeqId {prev} after seqId {last}")
+                                 f"book dropped, {self._recovery(st)}")
+                # In _REST mode this update is the first of the stream the new snapshot must join.
+                self._resync(st, f"gap: prevSeqId {prev} after seqId {last}", (entry, raw, recv_ns))
                 return False
             try:
                 book.apply_many(bids, asks, seq=seq)
@@ -414,21 +494,21 @@ class Okx(Venue):
                 out.event(time=recv_ns, kind="checksum", sym=st.sym, venue_sym=st.venue_sym, expected=checksum,
                           got=ours, detail=f"books checksum mismatch after {'snapshot' if snapshot else 'update'} "
                                            f"seqId {seq}: OKX sent {checksum}, the local top 25 give {ours}; book "
-                                           f"dropped and resubscribed")
+                                           f"dropped, {self._recovery(st)}")
                 self._resync(st, f"checksum mismatch: OKX {checksum}, local {ours}")
                 return False
         self._publish(st, snapshot, time, seq, prev, bids, asks, recv_ns, out)
         return True
 
     def _publish(self, st: _Sym, snapshot: bool, time: int, seq: int, prev: int, bids: list[Any], asks: list[Any],
-                 recv_ns: int, out: Out) -> None:
+                 recv_ns: int, out: Out, source: str = "a new snapshot") -> None:
         """l2 rows for the levels just applied, then a derived quote if the top moved, then crossing."""
         sym, vsym, book, l2 = st.sym, st.venue_sym, st.book, out.l2
         if snapshot:
             reason, st.awaiting = st.awaiting, None
             if reason is not None:
                 out.event(time=time, kind="resync", sym=sym, venue_sym=vsym,
-                          detail=f"book rebuilt from a new snapshot (seqId {seq}) after {reason}")
+                          detail=f"book rebuilt from {source} (seqId {seq}) after {reason}")
             # The snapshot as held (zero sizes and repeated prices resolved), best first.
             held_bids, held_asks = book.top_raw(max(book.counts))
             for price, size in held_bids:
@@ -460,16 +540,114 @@ class Okx(Venue):
                              f"this in the pre-open call auction)")
         st.crossed = crossed
 
-    def _resync(self, st: _Sym, reason: str) -> None:
-        """Drop one instId's book and resubscribe its books channel alone; the rest is untouched."""
+    def _resync(self, st: _Sym, reason: str, restart: tuple[_Entry, str | bytes, int] | None = None) -> None:
+        """Drop one instId's book and rebuild it; other instIds are untouched.
+
+        Snapshot world (mode _WS, or not yet known): unsubscribe and subscribe its books channel
+        alone, whose new snapshot rebuilds it. _REST mode: the subscription is live, so buffer
+        from ``restart`` (the update that showed the gap) or from the next update, and fetch a
+        new REST snapshot on the first buffered one."""
         st.book.invalidate(reason)
         st.seq = None
         st.top = None
         st.crossed = False
         st.awaiting = reason
+        st.joining = False
+        st.buffer.clear()
+        if st.mode == _REST:
+            if restart is not None:
+                self._wait(st, *restart)
+            return
+        st.mode = _RESUB
         arg = [{"channel": "books", "instId": st.venue_sym}]
         self._request(Send(_op("unsubscribe", arg)))
         self._request(Send(_op("subscribe", arg)))
+
+    # -- books without a snapshot: the REST splice ------------------------------------------
+
+    def _wait(self, st: _Sym, entry: _Entry, raw: str | bytes, recv_ns: int) -> None:
+        """Buffer an update until the REST snapshot comes; the first buffered one asks for it."""
+        st.buffer.append((entry, raw, recv_ns))
+        if not st.requested:
+            self._fetch(st)
+
+    def _fetch(self, st: _Sym) -> None:
+        st.requested = True
+        self._request(Rest(st.venue_sym, _REST_BOOKS.format(st.venue_sym)))
+
+    def on_snapshot(self, venue_sym: str, body: bytes, recv_ns: int, out: Out) -> None:
+        """Splice the REST snapshot onto the buffered updates (OKX's procedure, module docstring)."""
+        st = self._syms.get(venue_sym)
+        if st is None:
+            raise ValueError(f"okx: snapshot for {venue_sym!r}, which is not one of the instIds {sorted(self._syms)}; "
+                             f"the shell must answer Rest actions with their own venue_sym")
+        st.requested = False
+        if st.mode != _REST or st.book.valid or not st.buffer:
+            return  # moot: a WS snapshot or a disconnect came first (the next buffered update asks again)
+        try:
+            time, seq, bids, asks = _rest_book(body)
+        except (_BadMessage, *_MALFORMED) as exc:
+            why = str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+            self._bad(f"REST books snapshot unusable ({why}); asking again", body, recv_ns, out, venue_sym)
+            self._fetch(st)
+            return
+        buffered = list(st.buffer)
+        first_prev = buffered[0][0][2]
+        if seq < first_prev:
+            # Older than the stream we hold (OKX's REST caches can lag: "the data obtained in the
+            # second request is earlier than the first"): not a loss, just ask again.
+            self._fetch(st)
+            return
+        todo = [b for b in buffered if b[0][1] > seq]  # updates the snapshot already holds go
+        if todo and todo[0][0][2] > seq:
+            # The buffer itself has a hole just after the snapshot: start the stream again there.
+            prev = todo[0][0][2]
+            out.event(time=recv_ns, kind="gap", sym=st.sym, venue_sym=venue_sym, expected=seq, got=prev,
+                      detail=f"REST snapshot seqId {seq} does not join the buffered updates (next prevSeqId {prev}): "
+                             f"an update was lost while buffering; re-fetching the REST snapshot")
+            st.buffer = deque(todo, maxlen=_MAX_BUFFER)
+            self._fetch(st)
+            return
+        try:
+            st.book.apply_snapshot(bids, asks, seq=seq)
+        except DataError as exc:
+            st.book.invalidate("bad REST snapshot")
+            self._bad(f"REST books snapshot unusable ({exc}); asking again", body, recv_ns, out, venue_sym)
+            self._fetch(st)
+            return
+        st.buffer.clear()
+        st.seq = seq
+        st.top = None
+        st.joining = True  # also for live updates the snapshot already holds (it can be newer than the buffer)
+        self._publish(st, True, time, seq, -1, bids, asks, recv_ns, out, source="the REST snapshot")
+        for entry, raw, recv in todo:
+            if not self._apply(st, False, entry, raw, recv, out):
+                return
+
+
+def _rest_book(body: bytes) -> tuple[int, int, list[Any], list[Any]]:
+    """GET /api/v5/market/books: (time ns, seqId, bids, asks); _BadMessage unless code "0" and one book."""
+    doc = decode(body)
+    if doc.__class__ is not dict:
+        raise _BadMessage(f"a {type(doc).__name__}, not a JSON object")
+    code = doc.get("code")
+    if code != "0":
+        raise _BadMessage(f"OKX answered code {code!r}: {str(doc.get('msg'))[:_DETAIL]}")
+    data = doc.get("data")
+    if data.__class__ is not list or not data or data[0].__class__ is not dict:
+        raise _BadMessage(f"data {str(data)[:40]} is not a list holding one order book")
+    d = data[0]
+    seq = d.get("seqId")
+    if seq.__class__ is str and 0 < len(seq) <= 18 and seq.isascii() and seq.isdigit():
+        seq = int(seq)  # REST numbers are usually strings at OKX; the WS seqId is a number
+    if seq is None:
+        raise _BadMessage("no seqId: the snapshot cannot be joined to the books stream")
+    levels = (_levels(d["bids"], "bids"), _levels(d["asks"], "asks"))
+    for side in levels:
+        for level in side:
+            if len(level) < 2:
+                raise _BadMessage(f"level {level!r} is not [price, size, ...]")
+    return _ms(d["ts"], "snapshot time ts"), _int(seq, "seqId"), levels[0], levels[1]
 
 
 def _entry(e: Any) -> _Entry:

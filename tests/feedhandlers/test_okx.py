@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from feedhandlers.normalize import Out
 from feedhandlers.okx import Okx
 from feedhandlers.shell import Feed, FeedConfig
-from feedhandlers.venue import Reconnect, Send
+from feedhandlers.venue import Reconnect, Rest, Send
 from tests.conftest import Collector, TPProcess
-from tests.feedhandlers.venue_server import Drop, Step, Until, VenueServer
+from tests.feedhandlers.venue_server import Drop, RestServer, Step, Until, VenueServer
 
 T0 = 1_700_000_000_000_000_000  # a receive time, ns
 TS = "1597026383085"
@@ -656,3 +656,184 @@ def test_drop_and_maintenance_notice_reconnect_resubscribe_and_resync(tp: TPProc
     snapshots = sorted({r["seq_last"] for r in tp_rows(sub, "l2") if r["is_snapshot"]})
     assert snapshots == [10, 100, 200]
     assert feed.stats["reconnects"] == 2
+
+
+# -- books without the WebSocket snapshot: the REST splice (OKX changelog, February 2026) ----------
+
+REST_PATH = "/api/v5/market/books?instId={}&sz=400&source=0"
+
+
+def rest_book(bids: Levels, asks: Levels, seq: int, ts: str = "1597026383090") -> bytes:
+    """The REST answer as the changelog shows it: one book with its seqId."""
+    return json.dumps({"code": "0", "msg": "", "data": [
+        {"asks": levels(asks), "bids": levels(bids), "ts": ts, "seqId": seq}]}).encode()
+
+
+def answer(venue: Okx, inst: str, body: bytes, recv_ns: int = T0 + 100) -> Cols:
+    out = Out(venue.name)
+    venue.on_snapshot(inst, body, recv_ns, out)
+    return out.take()
+
+
+def test_no_snapshot_buffers_fetches_over_rest_and_splices_by_seq_id() -> None:
+    venue = Okx(["BTC-USDT"], channels={"l2"})
+    u = [books("update", "BTC-USDT", [("99.5", "2.5")], [], 12, 10, None),  # older than the snapshot: dropped
+         books("update", "BTC-USDT", [], [("101.0", "0")], 15, 12, None),  # held by the snapshot too
+         books("update", "BTC-USDT", [("100.0", "0"), ("98.0", "1")], [], 18, 15, None),  # straddles 16
+         books("update", "BTC-USDT", [], [("100.5", "3")], 20, 18, None)]
+    cols = feed(venue, ack("books", "BTC-USDT"), u[0])
+    assert events(cols) == [("subscribed", "BTC-USDT")] and rows(cols, "l2") == []
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]
+    assert feed(venue, *u[1:3]) == {} and venue.actions() == []  # buffered, asked once
+    # A snapshot older than the first buffered update's prevSeqId (10) is fetched again, silently.
+    assert answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 9)) == {}
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]
+    assert not venue.book("BTC-USDT").valid
+    assert feed(venue, u[3]) == {}
+    # seqId 16: updates 12 and 15 are in it; 18 (prev 15 <= 16 < 18) joins it, then 20.
+    snap_bids = [("100.0", "1.5"), ("99.5", "2.5"), ("99.0", "3")]
+    snap_asks = [("100.5", "1"), ("102.0", "7")]
+    cols = answer(venue, "BTC-USDT", rest_book(snap_bids, snap_asks, 16))
+    assert events(cols) == [] and venue.actions() == []
+    l2 = [(r["side"], r["price"], r["size"], r["is_snapshot"], r["seq_first"], r["seq_last"]) for r in rows(cols, "l2")]
+    assert l2 == [*[("bid", p, s, True, 16, 16) for p, s in snap_bids],
+                  *[("ask", p, s, True, 16, 16) for p, s in snap_asks],
+                  ("bid", "100.0", "0", False, 16, 18), ("bid", "98.0", "1", False, 16, 18),
+                  ("ask", "100.5", "3", False, 19, 20)]
+    assert rows(cols, "l2")[0]["time"] == 1597026383090 * 1_000_000  # the REST book's ts
+    # Hand-computed: snapshot 16, minus bid 100.0, plus bid 98.0, ask 100.5 -> 3.
+    assert state(venue) == ([("99.5", "2.5"), ("99.0", "3"), ("98.0", "1")], [("100.5", "3"), ("102.0", "7")])
+    assert venue.book("BTC-USDT").seq == 20
+    cols = feed(venue, books("update", "BTC-USDT", [("99.0", "0")], [], 21, 20, None))
+    assert events(cols) == [] and state(venue)[0] == [("99.5", "2.5"), ("98.0", "1")]
+
+
+def test_no_snapshot_gap_refetches_rest_without_resubscribing_and_resyncs() -> None:
+    venue = Okx(["BTC-USDT", "ETH-USDT"], channels={"l2"})
+    feed(venue, books("update", "BTC-USDT", [], [], 11, 10, None))
+    snapshot(venue, "ETH-USDT", [("2000.00", "1.0")], [("2001.00", "2.0")], seq=500)  # ETH: snapshot world
+    venue.actions()
+    answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 10))
+    assert venue.book("BTC-USDT").valid and venue.book("BTC-USDT").seq == 11
+    cols = feed(venue, books("update", "BTC-USDT", [("99.0", "9")], [], 30, 25, None))  # 11 -> 25 lost
+    [ev] = rows(cols, "feed_event")
+    assert (ev["kind"], ev["venue_sym"], ev["expected"], ev["got"]) == ("gap", "BTC-USDT", 11, 25)
+    assert "re-fetching its REST snapshot" in ev["detail"] and rows(cols, "l2") == []
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]  # no unsubscribe/subscribe
+    assert not venue.book("BTC-USDT").valid and venue.book("ETH-USDT").valid
+    feed(venue, books("update", "BTC-USDT", [("98.0", "1")], [], 31, 30, None))
+    # A bad answer: one bad_message and a new request, each kind.
+    for bad in (b"<html>busy</html>", b'{"code":"50011","msg":"Too Many Requests","data":[]}',
+                b'{"code":"0","msg":"","data":[]}', rest_book([("abc", "1")], [], 40),
+                b'{"code":"0","msg":"","data":[{"asks":[],"bids":[["1"]],"ts":"1","seqId":40}]}',
+                b'{"code":"0","msg":"","data":[{"asks":[],"bids":[],"ts":"1"}]}'):
+        cols = answer(venue, "BTC-USDT", bad)
+        assert events(cols) == [("bad_message", "BTC-USDT")], bad
+        assert "REST books snapshot unusable" in rows(cols, "feed_event")[0]["detail"]
+        assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))], bad
+        assert not venue.book("BTC-USDT").valid
+    cols = answer(venue, "BTC-USDT", rest_book([("99.0", "2")], [("100.5", "1")], 29))
+    [ev] = rows(cols, "feed_event")
+    assert ev["kind"] == "resync" and "REST snapshot (seqId 29)" in ev["detail"] and "gap" in ev["detail"]
+    assert state(venue) == ([("99.0", "9"), ("98.0", "1")], [("100.5", "1")])
+    assert venue.actions() == [] and venue.book("BTC-USDT").seq == 31
+
+
+def test_rest_snapshot_that_misses_a_buffered_update_is_a_gap_and_refetched() -> None:
+    venue = Okx(["BTC-USDT"], channels={"l2"})
+    feed(venue, books("update", "BTC-USDT", [], [], 11, 10, None),
+         books("update", "BTC-USDT", [], [], 20, 15, None))  # 11 -> 15 lost while buffering
+    venue.actions()
+    cols = answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 12))
+    [ev] = rows(cols, "feed_event")
+    assert (ev["kind"], ev["expected"], ev["got"]) == ("gap", 12, 15) and rows(cols, "l2") == []
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]
+    cols = answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 17))
+    assert events(cols) == [] and venue.book("BTC-USDT").seq == 20 and state(venue) == (SNAP_BIDS, SNAP_ASKS)
+
+
+def test_no_snapshot_mode_resets_on_disconnect_and_a_late_answer_is_ignored() -> None:
+    venue = Okx(["BTC-USDT"], channels={"l2"})
+    feed(venue, books("update", "BTC-USDT", [], [], 11, 10, None))
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]
+    venue.on_disconnect(T0, Out("okx"))
+    assert answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 12)) == {}  # nothing waits for it
+    assert not venue.book("BTC-USDT").valid and venue.actions() == []
+    # The new connection sends snapshots again: snapshot mode, and its gaps resubscribe.
+    snapshot(venue, seq=50)
+    feed(venue, books("update", "BTC-USDT", [], [], 53, 52))
+    assert venue.actions() == unsub_sub("BTC-USDT")
+    # The old subscription's tail before the new subscribe ack is not taken for a snapshot-less one.
+    assert feed(venue, books("update", "BTC-USDT", [], [], 54, 53)) == {} and venue.actions() == []
+    cols = feed(venue, ack("books", "BTC-USDT"), books("update", "BTC-USDT", [], [], 60, 58, None))
+    assert events(cols) == [("subscribed", "BTC-USDT")]
+    assert venue.actions() == [Rest("BTC-USDT", REST_PATH.format("BTC-USDT"))]  # this one sent no snapshot
+    cols = answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 59))
+    assert events(cols) == [("resync", "BTC-USDT")] and venue.book("BTC-USDT").seq == 60
+
+
+def test_end_to_end_without_snapshots_rest_splice_gap_and_resync(tp: TPProcess, collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    inst = "BTC-USDT-SWAP"
+    path = REST_PATH.format(inst)
+    bids16, asks16 = [("100.0", "1"), ("99.0", "2")], [("101.0", "1")]
+    bids40, asks40 = [("100.5", "4")], [("101.0", "2"), ("102.0", "1")]
+    rest = RestServer({path: [(200, rest_book(bids16, asks16, 9)),  # too old: fetched again
+                              (200, rest_book(bids16, asks16, 16)), (200, rest_book(bids40, asks40, 40))]})
+    script: list[Step] = [
+        ack("books", inst),
+        books("update", inst, [("99.0", "5")], [], 14, 12, None),  # held by snapshot 16: discarded
+        books("update", inst, [("98.0", "1")], [], 18, 14, None),  # joins snapshot 16
+        Until(lambda: rest.served() >= 2),
+        books("update", inst, [], [("101.0", "0"), ("101.5", "3")], 20, 18, None),
+        books("update", inst, [("97.0", "1")], [], 35, 30, None),  # 20 -> 30 lost: a gap
+        books("update", inst, [("100.5", "0")], [], 38, 35, None),  # held by snapshot 40
+        Until(lambda: rest.served() >= 3),
+        books("update", inst, [], [("102.0", "0")], 41, 38, None),  # joins snapshot 40
+    ]
+
+    async def main() -> Feed:
+        with rest:
+            async with VenueServer([script]) as server:
+                feed = Feed(Okx([inst], channels={"l2"}), FeedConfig(tp.address, ws_url=server.url,
+                                                                     rest_url=rest.url))
+                task = asyncio.create_task(feed.run())
+                await until(lambda: any(r["seq_last"] == 41 for r in tp_rows(sub, "l2")), "update 41", task)
+                feed.stop()
+                await task
+            assert [m for m in server.received[0] if m != "ping"] == feed.venue.subscribe()  # no resubscribe
+        return feed
+
+    feed = asyncio.run(main())
+    assert rest.requests == [path] * 3
+    l2 = [(r["side"], r["price"], r["size"], r["is_snapshot"], r["seq_first"], r["seq_last"])
+          for r in tp_rows(sub, "l2")]
+    assert l2 == [
+        ("bid", 100.0, 1.0, True, 16, 16), ("bid", 99.0, 2.0, True, 16, 16), ("ask", 101.0, 1.0, True, 16, 16),
+        ("bid", 98.0, 1.0, False, 15, 18),
+        ("ask", 101.0, 0.0, False, 19, 20), ("ask", 101.5, 3.0, False, 19, 20),
+        # the gap: nothing from 35 or 38 (both buffered, 38 held by the snapshot), then snapshot 40 and 41
+        ("bid", 100.5, 4.0, True, 40, 40), ("ask", 101.0, 2.0, True, 40, 40), ("ask", 102.0, 1.0, True, 40, 40),
+        ("ask", 102.0, 0.0, False, 39, 41)]
+    events = tp_rows(sub, "feed_event")
+    assert [(e["kind"], e["venue_sym"]) for e in events] == [
+        ("connect", None), ("subscribed", inst), ("gap", inst), ("resync", inst)]
+    assert (events[2]["expected"], events[2]["got"]) == (20, 30)
+    venue = feed.venue
+    assert isinstance(venue, Okx)
+    assert venue.book(inst).top_raw(10) == (bids40, [("101.0", "2")])  # hand-computed: snapshot 40 minus 102.0
+
+
+def test_rest_snapshot_newer_than_the_buffer_drops_the_live_updates_it_holds() -> None:
+    venue = Okx(["BTC-USDT"], channels={"l2"})
+    feed(venue, books("update", "BTC-USDT", [], [], 11, 10, None))
+    venue.actions()
+    cols = answer(venue, "BTC-USDT", rest_book(SNAP_BIDS, SNAP_ASKS, 14))  # holds 11, and 13 still to come
+    assert events(cols) == [] and venue.book("BTC-USDT").seq == 14
+    cols = feed(venue, books("update", "BTC-USDT", [("99.0", "0")], [], 13, 11, None),  # in the snapshot
+                books("update", "BTC-USDT", [("99.0", "8")], [], 16, 13, None),  # straddles 14: joins
+                books("update", "BTC-USDT", [("99.5", "0")], [], 17, 16, None))
+    assert events(cols) == [] and venue.actions() == []
+    assert state(venue) == ([("100.0", "1.5"), ("99.0", "8")], SNAP_ASKS)
+    assert feed(venue, books("update", "BTC-USDT", [], [], 20, 19, None)) != {}  # the chain rule again: a gap
