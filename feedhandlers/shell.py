@@ -118,6 +118,8 @@ class Feed:
         self._last_flush = time.monotonic()
         self._lost_rows = 0  # dropped on overflow and not yet reported in a feed event
         self._rest_tasks: dict[str, asyncio.Task[None]] = {}
+        self._rest_answered: dict[str, float] = {}  # venue symbol -> monotonic time of its last 200 answer
+        self._rest_backoff: dict[str, Backoff] = {}  # symbols asked for again soon after an answer
         self._later: set[asyncio.Task[None]] = set()  # delayed sends (Send.after) of the current connection
         # Stale watchdog: the venue's symbols (upper case, as rows may spell them) -> last row, monotonic.
         self._watched = {s.upper(): s for s in venue.symbols}
@@ -279,11 +281,22 @@ class Feed:
                 await ws.send(action.text)
 
     def _request(self, action: Rest) -> None:
-        """Start fetching a snapshot unless one for that symbol is already on its way."""
-        task = self._rest_tasks.get(action.venue_sym)
+        """Start fetching a snapshot unless one for that symbol is already on its way.
+
+        A symbol asked for again within 10 s of its last answer (a snapshot the venue found too
+        old, or unusable) waits 0.1, 0.2, 0.4 ... 10 s first: a venue whose REST cache lags, or
+        answers something we cannot use, is not polled in a tight loop into its rate limit."""
+        sym = action.venue_sym
+        task = self._rest_tasks.get(sym)
         if task is not None and not task.done():
             return
-        task = asyncio.create_task(self._fetch(action, self._stream), name=f"snapshot-{action.venue_sym}")
+        answered = self._rest_answered.get(sym)
+        if answered is None or time.monotonic() - answered > 10.0:
+            self._rest_backoff.pop(sym, None)
+            delay = 0.0
+        else:
+            delay = self._rest_backoff.setdefault(sym, Backoff(first=0.1, maximum=10.0)).next()
+        task = asyncio.create_task(self._fetch(action, self._stream, delay), name=f"snapshot-{sym}")
         task.add_done_callback(self._fetched)
         self._rest_tasks[action.venue_sym] = task
 
@@ -292,9 +305,11 @@ class Feed:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("%s feed: %s failed: %r", self.venue.name, task.get_name(), exc, exc_info=exc)
 
-    async def _fetch(self, action: Rest, stream: int) -> None:
+    async def _fetch(self, action: Rest, stream: int, delay: float = 0.0) -> None:
         url = self.rest_url + action.path
         backoff = Backoff(first=0.1, maximum=10.0)
+        if delay:
+            await asyncio.sleep(delay)
         while True:
             self.stats["rest_requests"] += 1
             status, body = await asyncio.to_thread(_get, url)
@@ -303,6 +318,7 @@ class Feed:
                 self._capture.write_rest(recv_ns, stream, url, status, body)
             if status == 200:
                 self._rest_tasks.pop(action.venue_sym, None)  # the venue may ask again from on_snapshot
+                self._rest_answered[action.venue_sym] = time.monotonic()
                 self._on_rest(action.venue_sym, url, status, body, recv_ns)
                 await self._carry_out(self.venue.actions(), self._ws, recv_ns, stream)
                 return

@@ -206,6 +206,31 @@ def test_dropped_connection_reconnects_resubscribes_and_resyncs(tp: TPProcess, c
     assert feed.stats["reconnects"] == 1 and feed.stats["rest_errors"] == 1
 
 
+def test_a_snapshot_asked_for_again_at_once_is_fetched_with_backoff(tp: TPProcess, collect: Collect) -> None:
+    sub = collect(tp.address)
+    sub.wait_subscribed()
+    too_old = snapshot(100, [["0.0024", "10"]], [["0.0026", "100"]])  # the stream starts at 156
+    rest = RestServer({DEPTH: [(200, too_old)] * 3 + [(200, SNAP_158)]})
+
+    async def main() -> float:
+        with rest:
+            async with VenueServer([[ACK, depth(156, 160, [["0.0024", "8"]], [["0.0025", "2"]])]]) as server:
+                feed = Feed(BinanceSpot(["BTCUSDT"], channels={"l2"}),
+                            FeedConfig(tp.address, ws_url=server.url, rest_url=rest.url))
+                task = asyncio.create_task(feed.run())
+                await until(lambda: rest.served() == 1, "the first snapshot request", task)
+                start = time.monotonic()
+                await until(lambda: len(rows(sub, "l2")) == 6, "the book from the fourth snapshot", task)
+                took = time.monotonic() - start
+                feed.stop()
+                await task
+        return took
+
+    took = asyncio.run(main())
+    assert rest.served() == 4 and kinds(sub).count("gap") == 3
+    assert took >= 0.1 + 0.2 + 0.4  # asked again at once each time: waited 0.1, 0.2, 0.4 s
+
+
 def test_silent_server_is_idle_reconnected_and_a_quiet_symbol_is_stale(tp: TPProcess, collect: Collect) -> None:
     sub = collect(tp.address)
     sub.wait_subscribed()
