@@ -251,79 +251,31 @@ def stats(
         raise _fail(str(exc)) from None
 
 
-def _sim_names(text: str) -> int | list[str]:
-    """``--symbols``/``--venues`` of ``tick feed sim``: a count, or comma-separated names."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
 @feed_app.command("sim")
 def feed_sim(
     tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
-    symbols: Annotated[str, typer.Option(
-        help="A number of symbols (BTCUSD, ETHUSD, SOLUSD, ... then SYM9...) or comma-separated names.")] = "4",
-    venues: Annotated[str, typer.Option(help="A number of venues (SIMA, SIMB, ...) or comma-separated names.")] = "3",
+    symbols: Annotated[int, typer.Option(help="Number of symbols.")] = 4,
+    venues: Annotated[int, typer.Option(help="Number of venues.")] = 3,
     rate: Annotated[float, typer.Option(help="Events (trades + quotes) per second.")] = 20_000,
     duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed and options give the same market.")] = 0,
-    l2: Annotated[int, typer.Option("--l2", metavar="DEPTH", help=(
-        "Also publish L2 books, DEPTH levels a side (0: none): a snapshot per book, then an update per "
-        "quote; quotes are then marked derived (the top of the book)."))] = 0,
-    gaps: Annotated[float, typer.Option(metavar="P", help=(
-        "Inject sequence gaps: the probability, per trade and per L2 update, that 1-3 consecutive trades of "
-        "a venue (seq) or updates of a book (update id) are dropped; a book gap ends with the book re-sent "
-        "as a snapshot."))] = 0.0,
-    gap_events: Annotated[bool, typer.Option(help=(
-        "With --gaps, also publish the feed_event rows a feed handler would: gap, and resync for a book."))] = False,
-    stale: Annotated[float, typer.Option(metavar="P", help=(
-        "Inject stale periods: the probability, per event, that its (venue, sym) then goes silent (no "
-        "trade, quote or L2 row) for --stale-for seconds while the others go on."))] = 0.0,
-    stale_for: Annotated[float, typer.Option(metavar="SECONDS", help="Length of an injected stale period.")] = 5.0,
-    outliers: Annotated[float, typer.Option(metavar="P", help=(
-        "Inject outlier prints: the probability, per trade, of a price 5 to 20 percent away from the "
-        "venue's mid."))] = 0.0,
-    injected: Annotated[Path | None, typer.Option(
-        help="At the end, write every injected fault (the ground truth for QC) to this Parquet file.")] = None,
+    seed: int = 0,
     token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
 ) -> None:
-    """Publish simulated trades, quotes and L2 books (random walks on several venues), optionally with faults.
-
-    Without --gaps/--stale/--outliers the market is clean. Prints rows per table (and faults injected) as JSON.
-    """
+    """Publish simulated trades and quotes (geometric random walks on several venues)."""
     from feedhandlers.sim import Simulator
     from tickerplant import Publisher
     from tickerplant.exceptions import TickError
 
     _logging(False)
-    if not stale_for > 0:
-        raise _fail(f"--stale-for must be a positive number of seconds, got {stale_for}")
-    try:
-        sim = Simulator(_sim_names(symbols), _sim_names(venues), seed=seed, l2_depth=l2, gaps=gaps,
-                        gap_events=gap_events, stale=stale, stale_ns=int(stale_for * 1e9), outliers=outliers)
-    except (TickError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    faults = gaps > 0 or stale > 0 or outliers > 0
-    counts: dict[str, Any] = {}
     try:
         with Publisher(tp, token=token, name="feed sim") as pub:
-            counts = dict(sim.run(pub.publish, rate, duration))
+            counts = Simulator(symbols, venues, seed=seed).run(pub.publish, rate, duration)
             pub.flush()
     except KeyboardInterrupt:
-        pass
+        return
     except (TickError, OSError) as exc:
         raise _fail(str(exc)) from None
-    finally:
-        if injected is not None:
-            import pyarrow.parquet as pq
-
-            pq.write_table(sim.injected, injected)
-    if counts:
-        if faults:
-            kinds = sim.injected.column("kind").to_pylist()
-            counts["injected"] = {kind: kinds.count(kind) for kind in ("gap", "stale", "outlier")}
-        print(json.dumps(counts))
+    print(json.dumps(counts))
 
 
 def _feed_command(name: str) -> None:
