@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check tickerplant feedhandlers rdb hdb q_like tests bench examples
+	$(BIN)/ruff check tickerplant feedhandlers rdb hdb q_like rte tests bench examples
 	$(BIN)/mypy
 
 test: lint

@@ -135,8 +135,11 @@ def trade_batch(n: int = 3, schema: pa.Schema | None = None) -> pa.RecordBatch:
 
 
 def test_default_tables(registry: Registry) -> None:
-    assert sorted(t.name for t in registry) == ["feed_event", "l2", "quote", "trade"]
-    assert list(registry.tables) == ["trade", "quote", "l2", "feed_event"]  # file order
+    feeds = ["trade", "quote", "l2", "feed_event"]
+    derived = ["bar_1s", "bar_1m", "vwap", "indicator", "spread_z", "late_data", "qc_alert", "orders", "fill", "position"]
+    assert list(registry.tables) == feeds + derived  # file order
+    for name in derived:  # every engine output carries the seq of the update that produced it
+        assert registry[name].wire.field("src_seq").type == pa.int64()
     assert "trade" in registry
     assert "nope" not in registry
     assert registry.source == "the default schema"
@@ -171,13 +174,13 @@ def test_unknown_table_names_known_ones(registry: Registry) -> None:
         registry["nope"]
     msg = str(info.value)
     assert "unknown table 'nope'" in msg
-    assert "feed_event, l2, quote, trade" in msg
+    assert "feed_event, fill, indicator, l2, late_data" in msg
     assert "the default schema" in msg
     assert isinstance(info.value, ValueError)  # DataError is also a ValueError
 
 
 def test_load(tmp_path: Path) -> None:
-    assert list(Registry.load(None).tables) == ["trade", "quote", "l2", "feed_event"]
+    assert list(Registry.load(None).tables) == list(Registry.default().tables)
     path = tmp_path / "s.toml"
     path.write_text(MINIMAL)
     reg = Registry.load(path)
