@@ -42,12 +42,11 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from decimal import Decimal
 from typing import Any, Final
 
 from feedhandlers.book import APPLY, SKIP, BinanceFuturesSync, BinanceSpotSync, Book, SeqCheck
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import BadMessage, Out, decimal_text, normalize_symbol
 from feedhandlers.venue import CHANNELS, Rest, Venue
 from tickerplant.exceptions import DataError
 
@@ -55,40 +54,23 @@ __all__ = ["BinanceFutures", "BinanceSpot"]
 
 
 _MS: Final = 1_000_000  # Binance times are milliseconds; rows are nanoseconds
-_ZERO: Final = Decimal(0)
 # Depth events kept while waiting for a snapshot (10 s of 100 ms events is 100; this is
 # minutes). Beyond it the oldest go, and the sync rule reports the hole against the snapshot.
 _MAX_BUFFER: Final = 5_000
 _DETAIL: Final = 160  # characters of a bad message quoted in its feed_event
 
 
-class _BadMessage(Exception):
-    """A message that does not have the documented shape; becomes a bad_message event."""
-
-
-def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
-    """``text`` if it is a finite decimal string (> 0, or >= 0 with ``zero_ok``), else _BadMessage."""
-    if text.__class__ is not str:
-        raise _BadMessage(f"{what} {text!r} is not a decimal string")
-    try:
-        value = Decimal(text)
-        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
-    except ArithmeticError:  # InvalidOperation on "abc", and on comparing NaN
-        ok = False
-    if not ok:
-        raise _BadMessage(f"{what} {text!r} is not a {'non-negative' if zero_ok else 'positive'} finite decimal")
-    return text
 
 
 def _int(value: Any, what: str) -> int:
     if value.__class__ is not int:  # excludes bool, float and strings
-        raise _BadMessage(f"{what} {value!r} is not an integer")
+        raise BadMessage(f"{what} {value!r} is not an integer")
     return value
 
 
 def _levels(value: Any, what: str) -> list[Any]:
     if value.__class__ is not list:
-        raise _BadMessage(f"{what} {value!r} is not a list of [price, size] levels")
+        raise BadMessage(f"{what} {value!r} is not a list of [price, size] levels")
     return value
 
 
@@ -180,7 +162,7 @@ class _Binance(Venue):
         try:
             msg = decode(raw)
             if msg.__class__ is not dict:
-                raise _BadMessage(f"a {type(msg).__name__}, not a JSON object")
+                raise BadMessage(f"a {type(msg).__name__}, not a JSON object")
             route = self._routes.get(msg.get("stream", ""))
             if route is None:
                 self._unknown(msg, raw, recv_ns, out)
@@ -188,9 +170,9 @@ class _Binance(Venue):
             handler, st = route
             data = msg["data"]
             if data.__class__ is not dict:
-                raise _BadMessage(f"data of stream {msg['stream']!r} is not an object")
+                raise BadMessage(f"data of stream {msg['stream']!r} is not an object")
             handler(st, data, recv_ns, out)
-        except _BadMessage as exc:
+        except BadMessage as exc:
             self._bad(str(exc), raw, recv_ns, out)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError) as exc:
             # ValueError covers msgspec's DecodeError (also for bytes that are not UTF-8); KeyError a missing field;
@@ -219,9 +201,9 @@ class _Binance(Venue):
         trade_id = _int(d["t"] if "t" in d else d["a"], "trade id")
         maker = d["m"]
         if maker.__class__ is not bool:
-            raise _BadMessage(f"buyer-is-maker flag m={maker!r} is not a boolean")
+            raise BadMessage(f"buyer-is-maker flag m={maker!r} is not a boolean")
         out.trade(time=_int(d["T"], "trade time T") * _MS, sym=st.sym, venue_sym=st.venue_sym,
-                  price=_price(d["p"], "price p"), size=_price(d["q"], "quantity q"),
+                  price=decimal_text(d["p"], "price p"), size=decimal_text(d["q"], "quantity q"),
                   # ``m`` says the buyer was the maker, so the aggressor sold.
                   side="sell" if maker else "buy", trade_id=str(trade_id), seq=trade_id, recv_time=recv_ns)
 
@@ -230,8 +212,10 @@ class _Binance(Venue):
 
     def _book_ticker(self, st: _Sym, d: dict[str, Any], recv_ns: int, out: Out) -> None:
         out.quote(time=self._quote_time(d, recv_ns), sym=st.sym, venue_sym=st.venue_sym,
-                  bid_price=_price(d["b"], "bid price b"), bid_size=_price(d["B"], "bid size B", zero_ok=True),
-                  ask_price=_price(d["a"], "ask price a"), ask_size=_price(d["A"], "ask size A", zero_ok=True),
+                  bid_price=decimal_text(d["b"], "bid price b"),
+                  bid_size=decimal_text(d["B"], "bid size B", zero_ok=True),
+                  ask_price=decimal_text(d["a"], "ask price a"),
+                  ask_size=decimal_text(d["A"], "ask size A", zero_ok=True),
                   recv_time=recv_ns, derived=False)
 
     # -- books -----------------------------------------------------------------------
@@ -340,7 +324,7 @@ class _Binance(Venue):
             asks = _levels(doc["asks"], "asks")
             time = self._snapshot_time(doc, recv_ns)
             st.book.apply_snapshot(bids, asks, seq=last)
-        except (_BadMessage, DataError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (BadMessage, DataError, ValueError, KeyError, TypeError, AttributeError) as exc:
             st.book.invalidate("bad snapshot")
             out.event(time=recv_ns, kind="bad_message", sym=st.sym, venue_sym=st.venue_sym,
                       detail=f"REST snapshot unusable ({str(exc)[:_DETAIL]}): asking again; {_quote(body)}")

@@ -84,15 +84,13 @@ microtimestamp is the row's ``time`` already.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from decimal import Decimal
 from typing import Any, Final
 
 from feedhandlers.book import SKIP, BitstampSync, Book
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import BadMessage, Out, decimal_text, normalize_symbol
 from feedhandlers.venue import CHANNELS, Reconnect, Rest, Venue
 from tickerplant.exceptions import DataError
 
@@ -101,8 +99,6 @@ __all__ = ["Bitstamp", "bitstamp_pair"]
 _US: Final = 1_000  # Bitstamp times are microseconds; rows are nanoseconds
 _MAX_US: Final = (2**63 - 1) // _US  # so the time in ns still fits the int64 column
 _MAX_ID: Final = 2**63 - 1  # trade ids go into the int64 ``seq`` column
-_ZERO: Final = Decimal(0)
-_PLAIN: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _SIDES: Final = ("buy", "sell")  # trade ``type`` 0 / 1, the taker's side
 _PERP: Final = "-perp"
 # Diffs kept while waiting for a snapshot (Bitstamp sends a few a second per pair; this is
@@ -113,9 +109,6 @@ _DETAIL: Final = 160  # characters of a bad message quoted in its feed_event
 _MALFORMED: Final = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, RecursionError,
                      DataError)
 
-
-class _BadMessage(Exception):
-    """A message that does not have the documented shape; becomes a bad_message event."""
 
 
 def bitstamp_pair(symbol: str) -> str:
@@ -132,24 +125,6 @@ def bitstamp_pair(symbol: str) -> str:
     return base + suffix
 
 
-def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
-    """``text`` if it is a plain decimal string (> 0, or >= 0 with ``zero_ok``), else _BadMessage.
-
-    Plain: digits with an optional point, as Bitstamp writes every number. ``Decimal`` alone
-    would also take " 1", "1_000", non-ASCII digits and "1e999", which Arrow's float cast
-    refuses (or makes infinite) later, losing the whole batch they are in, not just this row.
-    """
-    if text.__class__ is not str:
-        raise _BadMessage(f"{what} {_clip(repr(text), 40)} is not a decimal string")
-    ok = _PLAIN.fullmatch(text) is not None
-    if ok:
-        value = Decimal(text)
-        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
-    if not ok:
-        raise _BadMessage(f"{what} {_clip(repr(text), 40)} is not a {'non-negative' if zero_ok else 'positive'} "
-                          f"plain decimal")
-    return text
-
 
 def _micros(value: Any, what: str) -> int:
     """Bitstamp's microseconds since the epoch, sent as a string of digits (an integer is taken too)."""
@@ -158,27 +133,27 @@ def _micros(value: Any, what: str) -> int:
     elif value.__class__ is int and value >= 0:  # not bool
         us = value
     else:
-        raise _BadMessage(f"{what} {_clip(repr(value), 40)} is not microseconds since the epoch")
+        raise BadMessage(f"{what} {_clip(repr(value), 40)} is not microseconds since the epoch")
     if us > _MAX_US:
-        raise _BadMessage(f"{what} {_clip(repr(value), 40)} is out of range")
+        raise BadMessage(f"{what} {_clip(repr(value), 40)} is out of range")
     return us
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:
     if value.__class__ is not dict:
-        raise _BadMessage(f"{what} {_clip(repr(value))} is not an object")
+        raise BadMessage(f"{what} {_clip(repr(value))} is not an object")
     return value
 
 
 def _levels(value: Any, what: str, *, zero_ok: bool) -> list[Any]:
     """A list of ``[price, amount]`` levels, every one checked (a bad one rejects the message)."""
     if value.__class__ is not list:
-        raise _BadMessage(f"{what} {_clip(repr(value))} is not a list of [price, amount] levels")
+        raise BadMessage(f"{what} {_clip(repr(value))} is not a list of [price, amount] levels")
     for level in value:
         if level.__class__ is not list or len(level) < 2:
-            raise _BadMessage(f"{what} level {_clip(repr(level))} is not [price, amount]")
-        _price(level[0], f"{what} price", zero_ok=False)
-        _price(level[1], f"{what} amount", zero_ok=zero_ok)
+            raise BadMessage(f"{what} level {_clip(repr(level))} is not [price, amount]")
+        decimal_text(level[0], f"{what} price", zero_ok=False)
+        decimal_text(level[1], f"{what} amount", zero_ok=zero_ok)
     return value
 
 
@@ -300,13 +275,13 @@ class Bitstamp(Venue):
         try:
             msg = decode(raw)
             if msg.__class__ is not dict:
-                raise _BadMessage(f"a {type(msg).__name__}, not a JSON object")
+                raise BadMessage(f"a {type(msg).__name__}, not a JSON object")
             event = msg["event"]
             if event.__class__ is not str:
-                raise _BadMessage(f"event {event!r} is not a string")
+                raise BadMessage(f"event {event!r} is not a string")
             channel = msg.get("channel")
             route = self._routes.get(channel) if channel.__class__ is str else None
-        except (_BadMessage, *_MALFORMED) as exc:
+        except (BadMessage, *_MALFORMED) as exc:
             # ValueError covers msgspec's DecodeError (also for bytes that are not UTF-8); KeyError a missing field.
             self._bad(_why(exc), raw, recv_ns, out)
             return
@@ -316,7 +291,7 @@ class Bitstamp(Venue):
         handler, st = route
         try:
             handler(st, event, msg.get("data"), raw, recv_ns, out)
-        except (_BadMessage, *_MALFORMED) as exc:
+        except (BadMessage, *_MALFORMED) as exc:
             self._bad(_why(exc), raw, recv_ns, out, st)
 
     def _control(self, event: str, channel: Any, msg: dict[str, Any], route: tuple[_Handler, _Pair] | None,
@@ -360,13 +335,13 @@ class Bitstamp(Venue):
         d = _obj(data, "trade data")
         trade_id = d["id"]
         if trade_id.__class__ is not int or not 0 <= trade_id <= _MAX_ID:
-            raise _BadMessage(f"trade id {trade_id!r} is not a non-negative 64-bit integer")
+            raise BadMessage(f"trade id {trade_id!r} is not a non-negative 64-bit integer")
         kind = d["type"]
         if kind.__class__ is not int or kind not in (0, 1):  # not bool: True == 1
-            raise _BadMessage(f"trade type {kind!r} is not 0 (buy) or 1 (sell)")
+            raise BadMessage(f"trade type {kind!r} is not 0 (buy) or 1 (sell)")
         # Every argument is checked before out.trade runs: a bad field adds no row.
         out.trade(time=_micros(d["microtimestamp"], "microtimestamp") * _US, sym=st.sym, venue_sym=st.venue_sym,
-                  price=_price(d["price_str"], "price_str"), size=_price(d["amount_str"], "amount_str"),
+                  price=decimal_text(d["price_str"], "price_str"), size=decimal_text(d["amount_str"], "amount_str"),
                   side=_SIDES[kind], trade_id=str(trade_id), seq=trade_id, recv_time=recv_ns)
 
     def _order_book(self, st: _Pair, event: str, data: Any, raw: str | bytes, recv_ns: int, out: Out) -> None:
@@ -394,7 +369,7 @@ class Bitstamp(Venue):
             d = _obj(data, "diff_order_book data")
             ev = _Diff(_micros(d["microtimestamp"], "microtimestamp"), _levels(d["bids"], "bid", zero_ok=True),
                        _levels(d["asks"], "ask", zero_ok=True), recv_ns)
-        except (_BadMessage, *_MALFORMED) as exc:
+        except (BadMessage, *_MALFORMED) as exc:
             self._lost_diff(st, data, exc, raw, recv_ns, out)
             return
         if st.last_seen == 0:
@@ -412,7 +387,7 @@ class Bitstamp(Venue):
         why = _why(exc)
         try:
             floor = _micros(data["microtimestamp"], "microtimestamp")
-        except (_BadMessage, *_MALFORMED):
+        except (BadMessage, *_MALFORMED):
             floor = st.last_seen + 1
         self._bad(f"{why}; the {st.venue_sym} book is dropped and re-fetched", raw, recv_ns, out, st)
         self._lose(st, f"malformed diff: {why}", floor)
@@ -501,7 +476,7 @@ class Bitstamp(Venue):
             micros = _micros(doc["microtimestamp"], "microtimestamp")
             bids = _levels(doc["bids"], "bid", zero_ok=True)
             asks = _levels(doc["asks"], "ask", zero_ok=True)
-        except (_BadMessage, *_MALFORMED) as exc:
+        except (BadMessage, *_MALFORMED) as exc:
             st.book.invalidate("bad snapshot")
             out.event(time=recv_ns, kind="bad_message", sym=st.sym, venue_sym=st.venue_sym,
                       detail=f"REST snapshot unusable ({str(exc)[:_DETAIL]}): asking again; {_quote(body)}")
@@ -544,7 +519,7 @@ class Bitstamp(Venue):
 
 
 def _why(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, BadMessage) else f"{type(exc).__name__}: {exc}"
 
 
 def _clip(text: str, limit: int = _DETAIL) -> str:

@@ -72,7 +72,7 @@ from typing import Any, Final, Literal
 
 from feedhandlers.book import APPLY, RESET, SKIP, Book, BybitSync
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import BadMessage, Out, decimal_text, normalize_symbol
 from feedhandlers.venue import CHANNELS, Send, Venue
 from tickerplant.exceptions import DataError
 
@@ -96,12 +96,9 @@ _DETAIL: Final = 160  # characters of a bad message quoted in its feed_event
 Top = tuple[str | None, str | None, str | None, str | None]  # bid price, bid size, ask price, ask size
 
 
-class _BadMessage(Exception):
-    """A message that does not have the documented shape; becomes a bad_message event."""
-
 
 # What picking a malformed message apart can raise; each becomes one bad_message event.
-_MALFORMED: Final = (_BadMessage, KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
+_MALFORMED: Final = (BadMessage, KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError)
 
 
 class _Sym:
@@ -271,21 +268,22 @@ class Bybit(Venue):
     def _trade(self, st: _Sym, msg: dict[str, Any], recv_ns: int, out: Out) -> None:
         data = msg["data"]
         if data.__class__ is not list:
-            raise _BadMessage("data is not a list of trades")
+            raise BadMessage("data is not a list of trades")
         # Check the whole message before publishing any of it: one bad trade rejects the batch.
         parsed = []
         for t in data:
             if t["s"] != st.venue_sym:
-                raise _BadMessage(f"trade for s={t['s']!r} on topic publicTrade.{st.venue_sym}")
+                raise BadMessage(f"trade for s={t['s']!r} on topic publicTrade.{st.venue_sym}")
             side = _SIDES.get(t["S"]) if t["S"].__class__ is str else None
             if side is None:
-                raise _BadMessage(f"taker side S={t['S']!r} is not Buy or Sell")
+                raise BadMessage(f"taker side S={t['S']!r} is not Buy or Sell")
             trade_id = t["i"]
             if trade_id.__class__ is not str or not trade_id:
-                raise _BadMessage(f"trade id i={trade_id!r} is not a non-empty string")
+                raise BadMessage(f"trade id i={trade_id!r} is not a non-empty string")
             seq = t.get("seq")
-            parsed.append((_ms(t["T"], "trade time T"), _price(t["p"], "price p"), _price(t["v"], "size v"), side,
-                           trade_id, None if seq is None else _id(seq, "cross sequence seq")))
+            parsed.append((_ms(t["T"], "trade time T"), decimal_text(t["p"], "price p"),
+                           decimal_text(t["v"], "size v"), side, trade_id,
+                           None if seq is None else _id(seq, "cross sequence seq")))
         trade = out.trade
         for time, price, size, side, trade_id, seq in parsed:
             trade(time=time, sym=st.sym, venue_sym=st.venue_sym, price=price, size=size, side=side,
@@ -293,7 +291,7 @@ class Bybit(Venue):
 
     def _level1(self, st: _Sym, msg: dict[str, Any], recv_ns: int, out: Out) -> None:
         if msg["type"] != "snapshot":
-            raise _BadMessage(f"type {msg['type']!r}: Bybit documents level-1 books as snapshots only")
+            raise BadMessage(f"type {msg['type']!r}: Bybit documents level-1 books as snapshots only")
         d = _data(msg, st)
         _id(d["u"], "update id u")
         bid_price, bid_size = _best(d["b"], "bids b")
@@ -311,7 +309,7 @@ class Bybit(Venue):
         try:
             kind = msg["type"]
             if kind != "snapshot" and kind != "delta":
-                raise _BadMessage(f"type {kind!r} is not snapshot or delta")
+                raise BadMessage(f"type {kind!r} is not snapshot or delta")
             d = _data(msg, st)
             u = _id(d["u"], "update id u")
             bids = _levels(d["b"], "bids b")
@@ -427,29 +425,16 @@ def _op(op: Literal["subscribe", "unsubscribe"], topics: list[str], req_id: str)
 def _data(msg: dict[str, Any], st: _Sym) -> dict[str, Any]:
     d = msg["data"]
     if d.__class__ is not dict:
-        raise _BadMessage("data is not an object")
+        raise BadMessage("data is not an object")
     if d["s"] != st.venue_sym:
-        raise _BadMessage(f"data for s={d['s']!r} on a {st.venue_sym} topic")
+        raise BadMessage(f"data for s={d['s']!r} on a {st.venue_sym} topic")
     return d
 
-
-def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
-    """``text`` if it is a finite decimal string (> 0, or >= 0 with ``zero_ok``), else _BadMessage."""
-    if text.__class__ is not str:
-        raise _BadMessage(f"{what} {text!r} is not a decimal string")
-    try:
-        value = Decimal(text)
-        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
-    except ArithmeticError:  # InvalidOperation on "abc", and on comparing NaN
-        ok = False
-    if not ok:
-        raise _BadMessage(f"{what} {text!r} is not a {'non-negative' if zero_ok else 'positive'} finite decimal")
-    return str(text)
 
 
 def _id(value: Any, what: str) -> int:
     if value.__class__ is not int or value < 1:  # excludes bool, floats and strings
-        raise _BadMessage(f"{what} {value!r} is not a positive integer")
+        raise BadMessage(f"{what} {value!r} is not a positive integer")
     return int(value)
 
 
@@ -466,10 +451,10 @@ def _time(msg: dict[str, Any]) -> int:
 def _levels(value: Any, what: str) -> list[Any]:
     """A list of [price, size] pairs; the numbers themselves are checked by the Book."""
     if value.__class__ is not list:
-        raise _BadMessage(f"{what} {value!r} is not a list of [price, size] levels")
+        raise BadMessage(f"{what} {value!r} is not a list of [price, size] levels")
     for level in value:
         if level.__class__ is not list or len(level) != 2:
-            raise _BadMessage(f"{what} level {level!r} is not a [price, size] pair")
+            raise BadMessage(f"{what} level {level!r} is not a [price, size] pair")
     return value
 
 
@@ -478,14 +463,14 @@ def _best(value: Any, what: str) -> tuple[str | None, str | None]:
     levels = _levels(value, what)
     if not levels:
         return None, None
-    price, size = _price(levels[0][0], f"{what} price"), _price(levels[0][1], f"{what} size", zero_ok=True)
+    price, size = decimal_text(levels[0][0], f"{what} price"), decimal_text(levels[0][1], f"{what} size", zero_ok=True)
     if Decimal(size) == _ZERO:  # not expected in a snapshot, but it would mean "no level"
         return None, None
     return price, size
 
 
 def _why(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, BadMessage) else f"{type(exc).__name__}: {exc}"
 
 
 def _clip(raw: str | bytes) -> str:

@@ -56,13 +56,12 @@ from typing import Any, Final, Literal
 
 from feedhandlers.book import APPLY, SKIP, Book, CoinbaseSync, SeqCheck
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import Out, decimal_text, normalize_symbol
 from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
 __all__ = ["Coinbase", "parse_time"]
 
-_ZERO: Final = Decimal(0)
 _TAKER_SIDE: Final = {"SELL": "buy", "BUY": "sell"}  # maker side -> aggressor side
 BookSide = Literal["bid", "ask"]
 _BOOK_SIDE: Final[dict[str, BookSide]] = {"bid": "bid", "offer": "ask"}
@@ -107,14 +106,6 @@ def parse_time(text: str) -> int:
     return seconds * 1_000_000_000 + int(digits.ljust(9, "0"))
 
 
-def _price(text: object) -> str:
-    """``text`` if it is a decimal string of a positive finite number, else ValueError."""
-    if not isinstance(text, str):
-        raise ValueError(f"price {text!r} is not a decimal string")
-    if not _ZERO < Decimal(text) <= FLOAT64_MAX:  # NaN raises InvalidOperation (an ArithmeticError)
-        raise ValueError(f"price {text!r} is not positive and finite")
-    return text
-
 
 def _text(value: object, field: str) -> str:
     """A non-empty string field (product_id, trade_id): anything else would become a bad row or book key."""
@@ -122,14 +113,6 @@ def _text(value: object, field: str) -> str:
         raise ValueError(f"{field} {value!r} is not a non-empty string")
     return value
 
-
-def _size(text: object, positive: bool) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"size {text!r} is not a decimal string")
-    value = Decimal(text)
-    if not (value > _ZERO if positive else value >= _ZERO) or not value <= FLOAT64_MAX:
-        raise ValueError(f"size {text!r} is not {'positive' if positive else 'non-negative'} and finite")
-    return text
 
 
 class Coinbase(Venue):
@@ -266,8 +249,8 @@ class Coinbase(Venue):
                     product = _text(trade["product_id"], "product_id")
                     trade_id = _text(trade["trade_id"], "trade_id")
                     side = _TAKER_SIDE[trade["side"]]
-                    price = _price(trade["price"])
-                    size = _size(trade["size"], positive=True)
+                    price = decimal_text(trade["price"], "price")
+                    size = decimal_text(trade["size"], "size")
                     time = parse_time(trade["time"])
                     number = int(trade_id) if trade_id.isdigit() else None
                 except _BAD_INPUT as exc:
@@ -416,10 +399,10 @@ class Coinbase(Venue):
                     continue  # the early beta format: last price only, no top of book
                 try:
                     product = _text(ticker["product_id"], "product_id")
-                    bid_price = _price(ticker["best_bid"])
-                    bid_size = _size(ticker["best_bid_quantity"], positive=False)
-                    ask_price = _price(ticker["best_ask"])
-                    ask_size = _size(ticker["best_ask_quantity"], positive=False)
+                    bid_price = decimal_text(ticker["best_bid"], "best_bid")
+                    bid_size = decimal_text(ticker["best_bid_quantity"], "best_bid_quantity", zero_ok=True)
+                    ask_price = decimal_text(ticker["best_ask"], "best_ask")
+                    ask_size = decimal_text(ticker["best_ask_quantity"], "best_ask_quantity", zero_ok=True)
                 except _BAD_INPUT as exc:
                     out.event(time=recv_ns, kind="bad_message",
                               detail=f"ticker: bad ticker {_clip(ticker)}: {type(exc).__name__} {exc}")

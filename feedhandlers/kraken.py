@@ -44,13 +44,12 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final, Literal
 
 from feedhandlers.book import Book, kraken_checksum
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import Out, is_decimal, normalize_symbol
 from feedhandlers.venue import CHANNELS, ResyncBackoff, Send, Venue
 from tickerplant.exceptions import DataError
 
@@ -58,7 +57,6 @@ __all__ = ["DEPTHS", "Kraken"]
 
 DEPTHS: Final = (10, 25, 100, 500, 1000)  # the only depths Kraken accepts; others are refused
 
-_ZERO: Final = Decimal(0)
 _SIDES: Final = ("buy", "sell")
 # Errors a malformed message can raise while we pick it apart (missing keys, wrong types,
 # non-numeric text); each becomes one bad_message event, never an exception out of on_message.
@@ -186,7 +184,7 @@ class Kraken(Venue):
         parsed = []
         for t in msg["data"]:
             price, qty, side = _num(t["price"]), _num(t["qty"]), t["side"]
-            if not (_positive(price) and _positive(qty)):
+            if not (is_decimal(price) and is_decimal(qty)):
                 raise ValueError(f"price {price!r} and qty {qty!r} must be positive decimal numbers")
             if side not in _SIDES:
                 raise ValueError(f"side {side!r} is not buy or sell")
@@ -204,7 +202,7 @@ class Kraken(Venue):
         parsed = []
         for t in msg["data"]:
             bid, bid_qty, ask, ask_qty = _num(t["bid"]), _num(t["bid_qty"]), _num(t["ask"]), _num(t["ask_qty"])
-            if not (_positive(bid) and _positive(ask) and _non_negative(bid_qty) and _non_negative(ask_qty)):
+            if not (is_decimal(bid) and is_decimal(ask) and is_decimal(bid_qty, True) and is_decimal(ask_qty, True)):
                 raise ValueError(f"bid {bid!r} x {bid_qty!r}, ask {ask!r} x {ask_qty!r} must be decimal numbers")
             # Older v2 servers send no ticker timestamp: the receive time is the best we have.
             ts = t.get("timestamp")
@@ -345,14 +343,6 @@ def _num(value: Any) -> str:
         return str(value)
     raise ValueError(f"{value!r} is not a number")
 
-
-def _positive(text: object) -> bool:
-    # Exact check on the text as sent; NaN raises InvalidOperation on comparison (an ArithmeticError).
-    return text.__class__ is str and _ZERO < Decimal(text) <= FLOAT64_MAX
-
-
-def _non_negative(text: object) -> bool:
-    return text.__class__ is str and _ZERO <= Decimal(text) <= FLOAT64_MAX
 
 
 @lru_cache(maxsize=4096)

@@ -18,6 +18,7 @@ correctly rounded parser: ``"0.1"`` gives the float64 nearest to 0.1, as ``float
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -32,6 +33,43 @@ from tickerplant.schema import TIMESTAMP, Registry, TableSchema, type_name
 # The largest decimal that stays finite as a float64 column: "1e999" is a finite Decimal
 # but becomes inf in the table, so parsers accept prices and sizes up to this, not "< Infinity".
 FLOAT64_MAX: Final = Decimal(sys.float_info.max)
+
+# A number as every venue writes it and Arrow's float cast reads it: ASCII digits, an optional
+# point, an optional exponent. Decimal() alone also takes " 1", "1_000", "+1", non-ASCII digits,
+# "NaN" and "Infinity"; one of those in a batch would fail (or poison) the whole batch's cast.
+_DECIMAL: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?").fullmatch
+_ZERO: Final = Decimal(0)
+_SHORT: Final = 300  # fewer digits and no exponent: certainly below FLOAT64_MAX (~1.8e308)
+
+
+class BadMessage(ValueError):
+    """A venue message that does not have the documented shape; adapters publish it as a bad_message event."""
+
+
+def is_decimal(text: object, zero_ok: bool = False) -> bool:
+    """``text`` is a decimal string > 0 (>= 0 with ``zero_ok``) that stays finite as a float64."""
+    if not isinstance(text, str):
+        return False
+    digits = text.replace(".", "", 1)
+    if digits.isdigit() and digits.isascii() and len(digits) < _SHORT:  # the usual "97000.5": no regex, no Decimal
+        return zero_ok or digits.strip("0") != ""
+    if _DECIMAL(text) is None:
+        return False
+    value = Decimal(text)
+    return (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
+
+
+def decimal_text(text: Any, what: str, *, zero_ok: bool = False) -> str:
+    """``text`` if :func:`is_decimal`, else :class:`BadMessage` naming ``what`` and the value."""
+    if is_decimal(text, zero_ok):
+        return text  # type: ignore[no-any-return]
+    shown = repr(text)
+    shown = shown if len(shown) <= 40 else shown[:40] + "..."
+    if not isinstance(text, str):
+        raise BadMessage(f"{what} {shown} is not a decimal string")
+    raise BadMessage(f"{what} {shown} is not a {'non-negative' if zero_ok else 'positive'} finite decimal "
+                     f"(plain ASCII digits, an optional point and exponent)")
+
 
 # Feed event kinds (DESIGN: feed health is published next to the data).
 EVENT_KINDS = frozenset({

@@ -114,12 +114,11 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from decimal import Decimal
 from typing import Any, Final
 
 from feedhandlers.book import Book, okx_checksum
 from feedhandlers.jsonwire import decode
-from feedhandlers.normalize import FLOAT64_MAX, Out, normalize_symbol
+from feedhandlers.normalize import BadMessage, Out, decimal_text, normalize_symbol
 from feedhandlers.venue import CHANNELS, Reconnect, Rest, Send, Venue
 from tickerplant.exceptions import DataError
 
@@ -129,7 +128,6 @@ __all__ = ["OKX_CHANNELS", "Okx"]
 OKX_CHANNELS: Final = {"trade": "trades", "quote": "bbo-tbt", "l2": "books"}
 
 _MS: Final = 1_000_000  # OKX times are milliseconds; rows are nanoseconds
-_ZERO: Final = Decimal(0)
 _SIDES: Final = ("buy", "sell")
 _INT64: Final = 1 << 63
 _UPGRADE_NOTICE: Final = "64008"  # "The connection will soon be closed for a service upgrade"
@@ -149,27 +147,11 @@ _RESUB: Final = "resubscribing"  # unsubscribe + subscribe sent; updates until t
 _MALFORMED: Final = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError, DataError)
 
 
-class _BadMessage(Exception):
-    """A message that does not have the documented shape; becomes a bad_message event."""
-
-
-def _price(text: Any, what: str, *, zero_ok: bool = False) -> str:
-    """``text`` if it is a finite decimal string (> 0, or >= 0 with ``zero_ok``), else _BadMessage."""
-    if text.__class__ is not str:
-        raise _BadMessage(f"{what} {text!r} is not a decimal string")
-    try:
-        value = Decimal(text)
-        ok = (value >= _ZERO if zero_ok else value > _ZERO) and value <= FLOAT64_MAX
-    except ArithmeticError:  # InvalidOperation on "abc", and on comparing NaN
-        ok = False
-    if not ok:
-        raise _BadMessage(f"{what} {text!r} is not a {'non-negative' if zero_ok else 'positive'} finite decimal")
-    return text
 
 
 def _int(value: Any, what: str) -> int:
     if value.__class__ is not int or not -_INT64 <= value < _INT64:  # excludes bool, float and strings
-        raise _BadMessage(f"{what} {value!r} is not an integer")
+        raise BadMessage(f"{what} {value!r} is not an integer")
     return int(value)
 
 
@@ -179,14 +161,14 @@ def _ms(value: Any, what: str) -> int:
         return int(value) * _MS
     if value.__class__ is int and 0 <= value < 10**13:  # tolerated: the same number unquoted
         return int(value) * _MS
-    raise _BadMessage(f"{what} {value!r} is not a time in milliseconds")
+    raise BadMessage(f"{what} {value!r} is not a time in milliseconds")
 
 
 def _levels(value: Any, what: str) -> list[Any]:
     # Each level must be a list: the book would otherwise read a string like "12" as
     # price "1" size "2". Price and size themselves are checked by the Book.
     if value.__class__ is not list or any(level.__class__ is not list for level in value):
-        raise _BadMessage(f"{what} {str(value)[:40]} is not a list of [price, size, ...] levels")
+        raise BadMessage(f"{what} {str(value)[:40]} is not a list of [price, size, ...] levels")
     return value
 
 
@@ -195,8 +177,8 @@ def _top_level(levels: list[Any], what: str) -> tuple[str | None, str | None]:
         return None, None
     level = levels[0]
     if len(level) < 2:
-        raise _BadMessage(f"{what} {level!r} is not [price, size, ...]")
-    return _price(level[0], f"{what} price"), _price(level[1], f"{what} size", zero_ok=True)
+        raise BadMessage(f"{what} {level!r} is not [price, size, ...]")
+    return decimal_text(level[0], f"{what} price"), decimal_text(level[1], f"{what} size", zero_ok=True)
 
 
 def _op(op: str, args: list[dict[str, str]]) -> str:
@@ -287,7 +269,7 @@ class Okx(Venue):
         try:
             msg = decode(raw)
             if msg.__class__ is not dict:
-                raise _BadMessage(f"a {type(msg).__name__}, not a JSON object")
+                raise BadMessage(f"a {type(msg).__name__}, not a JSON object")
             event = msg.get("event")
             if event is not None:
                 self._event(event, msg, raw, recv_ns, out)
@@ -308,9 +290,9 @@ class Okx(Venue):
                 return
             data = msg["data"]
             if data.__class__ is not list or not data:
-                raise _BadMessage(f"{channel} data {str(data)[:40]} is not a non-empty list")
+                raise BadMessage(f"{channel} data {str(data)[:40]} is not a non-empty list")
             handler(st, msg, data, raw, recv_ns, out)
-        except _BadMessage as exc:
+        except BadMessage as exc:
             self._bad(str(exc), raw, recv_ns, out)
         except _MALFORMED as exc:
             # ValueError covers msgspec's DecodeError (bytes that are not JSON or not UTF-8);
@@ -341,7 +323,7 @@ class Okx(Venue):
             channel = arg.get("channel") if arg.__class__ is dict else None
             vsym = arg.get("instId") if arg.__class__ is dict else None
             if vsym.__class__ is not str or not vsym:
-                raise _BadMessage(f"subscribe acknowledgement without an instId: arg {arg!r}")
+                raise BadMessage(f"subscribe acknowledgement without an instId: arg {arg!r}")
             st = self._syms.get(vsym)
             if channel == "books" and st is not None and st.mode == _RESUB:
                 st.mode = None  # the new subscription starts here: its first message decides the mode
@@ -376,20 +358,20 @@ class Okx(Venue):
         parsed = []
         for t in data:
             if t.__class__ is not dict:
-                raise _BadMessage(f"trade {t!r} is not an object")
+                raise BadMessage(f"trade {t!r} is not an object")
             inst = t.get("instId", st.venue_sym)
             if inst != st.venue_sym:
-                raise _BadMessage(f"trade instId {inst!r} is not the channel's {st.venue_sym!r}")
+                raise BadMessage(f"trade instId {inst!r} is not the channel's {st.venue_sym!r}")
             tid = t["tradeId"]
             if tid.__class__ is not str or not tid:
-                raise _BadMessage(f"tradeId {tid!r} is not a non-empty string")
+                raise BadMessage(f"tradeId {tid!r} is not a non-empty string")
             side = t["side"]
             if side.__class__ is not str or side not in _SIDES:
-                raise _BadMessage(f"side {side!r} is not buy or sell")
+                raise BadMessage(f"side {side!r} is not buy or sell")
             # tradeId is numeric in practice ("130639474"); an id that is not stays a trade_id only.
             seq = int(tid) if len(tid) <= 18 and tid.isascii() and tid.isdigit() else None
-            parsed.append((_ms(t["ts"], "trade time ts"), _price(t["px"], "price px"), _price(t["sz"], "size sz"),
-                           side, tid, seq))
+            parsed.append((_ms(t["ts"], "trade time ts"), decimal_text(t["px"], "price px"),
+                           decimal_text(t["sz"], "size sz"), side, tid, seq))
         for time, price, size, side, tid, seq in parsed:
             out.trade(time=time, sym=st.sym, venue_sym=st.venue_sym, price=price, size=size, side=side,
                       trade_id=tid, seq=seq, recv_time=recv_ns)
@@ -399,7 +381,7 @@ class Okx(Venue):
         parsed = []
         for d in data:
             if d.__class__ is not dict:
-                raise _BadMessage(f"bbo-tbt item {str(d)[:40]} is not an object")
+                raise BadMessage(f"bbo-tbt item {str(d)[:40]} is not an object")
             best_bid = _top_level(_levels(d["bids"], "bids"), "best bid")
             best_ask = _top_level(_levels(d["asks"], "asks"), "best ask")
             parsed.append((_ms(d["ts"], "bbo time ts"), best_bid, best_ask))
@@ -415,10 +397,10 @@ class Okx(Venue):
         snapshot = action == "snapshot"
         try:
             if not snapshot and action != "update":
-                raise _BadMessage(f"books action {action!r} is not snapshot or update")
+                raise BadMessage(f"books action {action!r} is not snapshot or update")
             entries = [_entry(e) for e in data]
-        except (_BadMessage, *_MALFORMED) as exc:
-            why = str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+        except (BadMessage, *_MALFORMED) as exc:
+            why = str(exc) if isinstance(exc, BadMessage) else f"{type(exc).__name__}: {exc}"
             # A live book missed a message; a snapshot we waited for is unusable. An update for
             # a book already waiting for its snapshot changes nothing: that resync is under way.
             # (A book waiting for its REST snapshot keeps buffering: the hole shows in the splice.)
@@ -586,8 +568,8 @@ class Okx(Venue):
             return  # moot: a WS snapshot or a disconnect came first (the next buffered update asks again)
         try:
             time, seq, bids, asks = _rest_book(body)
-        except (_BadMessage, *_MALFORMED) as exc:
-            why = str(exc) if isinstance(exc, _BadMessage) else f"{type(exc).__name__}: {exc}"
+        except (BadMessage, *_MALFORMED) as exc:
+            why = str(exc) if isinstance(exc, BadMessage) else f"{type(exc).__name__}: {exc}"
             self._bad(f"REST books snapshot unusable ({why}); asking again", body, recv_ns, out, venue_sym)
             self._fetch(st)
             return
@@ -626,34 +608,34 @@ class Okx(Venue):
 
 
 def _rest_book(body: bytes) -> tuple[int, int, list[Any], list[Any]]:
-    """GET /api/v5/market/books: (time ns, seqId, bids, asks); _BadMessage unless code "0" and one book."""
+    """GET /api/v5/market/books: (time ns, seqId, bids, asks); BadMessage unless code "0" and one book."""
     doc = decode(body)
     if doc.__class__ is not dict:
-        raise _BadMessage(f"a {type(doc).__name__}, not a JSON object")
+        raise BadMessage(f"a {type(doc).__name__}, not a JSON object")
     code = doc.get("code")
     if code != "0":
-        raise _BadMessage(f"OKX answered code {code!r}: {str(doc.get('msg'))[:_DETAIL]}")
+        raise BadMessage(f"OKX answered code {code!r}: {str(doc.get('msg'))[:_DETAIL]}")
     data = doc.get("data")
     if data.__class__ is not list or not data or data[0].__class__ is not dict:
-        raise _BadMessage(f"data {str(data)[:40]} is not a list holding one order book")
+        raise BadMessage(f"data {str(data)[:40]} is not a list holding one order book")
     d = data[0]
     seq = d.get("seqId")
     if seq.__class__ is str and 0 < len(seq) <= 18 and seq.isascii() and seq.isdigit():
         seq = int(seq)  # REST numbers are usually strings at OKX; the WS seqId is a number
     if seq is None:
-        raise _BadMessage("no seqId: the snapshot cannot be joined to the books stream")
+        raise BadMessage("no seqId: the snapshot cannot be joined to the books stream")
     levels = (_levels(d["bids"], "bids"), _levels(d["asks"], "asks"))
     for side in levels:
         for level in side:
             if len(level) < 2:
-                raise _BadMessage(f"level {level!r} is not [price, size, ...]")
+                raise BadMessage(f"level {level!r} is not [price, size, ...]")
     return _ms(d["ts"], "snapshot time ts"), _int(seq, "seqId"), levels[0], levels[1]
 
 
 def _entry(e: Any) -> _Entry:
     """One ``books`` data item, checked for shape (levels are checked as the book applies them)."""
     if e.__class__ is not dict:
-        raise _BadMessage(f"books data item {str(e)[:40]} is not an object")
+        raise BadMessage(f"books data item {str(e)[:40]} is not an object")
     checksum = e.get("checksum")
     return (_ms(e["ts"], "book time ts"), _int(e["seqId"], "seqId"), _int(e["prevSeqId"], "prevSeqId"),
             None if checksum is None else _int(checksum, "checksum"), _levels(e["bids"], "bids"),

@@ -179,7 +179,8 @@ def test_trades_both_sides_times_ids_and_cross_sequence() -> None:
 
 @pytest.mark.parametrize("bad", [
     {"S": "buy"}, {"S": None}, {"p": "abc"}, {"p": "NaN"}, {"p": "-1"}, {"p": "Infinity"}, {"p": "0"},
-    {"p": None}, {"p": 16578}, {"v": "0"}, {"v": "1e999999"}, {"i": ""}, {"i": 5}, {"T": "1672304486865"}, {"T": True},
+    {"p": " 1"}, {"p": "1_000"}, {"p": None}, {"p": 16578}, {"v": "0"}, {"v": "1e999999"}, {"i": ""}, {"i": 5},
+    {"T": "1672304486865"}, {"T": True},
     {"seq": "7"}, {"s": "ETHUSDT"},
 ])
 def test_one_bad_trade_rejects_its_whole_batch(bad: dict[str, Any]) -> None:

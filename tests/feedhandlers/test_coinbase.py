@@ -151,9 +151,10 @@ def test_malformed_trade_is_one_bad_message_and_its_neighbours_still_publish() -
     cols = feed(Coinbase(["ETH-USD"]),
                 trades(0, ("1", "1260", "1", "BUY", t), ("2", "12x60", "1", "BUY", t),
                        ("3", "1260", "NaN", "BUY", t), ("4", "1260", "1", "HOLD", t),
-                       ("5", "1260", "1", "BUY", "yesterday"), ("6", "1261", "2", "SELL", t)))
+                       ("5", "1260", "1", "BUY", "yesterday"), ("6", "1261", "2", "SELL", t),
+                       ("7", " 1260", "1", "BUY", t), ("8", "1260", "1_0", "BUY", t)))
     assert [r["trade_id"] for r in rows(cols, "trade")] == ["1", "6"]
-    assert len(events(cols, "bad_message")) == 4
+    assert len(events(cols, "bad_message")) == 6
 
 
 # -- level2 --------------------------------------------------------------------------

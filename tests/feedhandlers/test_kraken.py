@@ -385,8 +385,8 @@ def test_a_bad_trade_rejects_its_whole_batch() -> None:
     venue = Kraken(["BTC/USD"], channels={"trade"})
     good = {"symbol": "BTC/USD", "side": "buy", "price": 1.5, "qty": 2, "ord_type": "limit", "trade_id": 1,
             "timestamp": "2024-01-01T00:00:00Z"}
-    for bad in ({"side": "up"}, {"price": -1.5}, {"price": "NaN"}, {"qty": 0}, {"timestamp": "yesterday"},
-                {"trade_id": "x"}, {"symbol": None}):
+    for bad in ({"side": "up"}, {"price": -1.5}, {"price": "NaN"}, {"price": "1_000"}, {"qty": 0},
+                {"timestamp": "yesterday"}, {"trade_id": "x"}, {"symbol": None}):
         msg = {"channel": "trade", "type": "update", "data": [good, {**good, "trade_id": 2, **bad}]}
         cols = feed(venue, json.dumps(msg))
         assert rows(cols, "trade") == [], bad

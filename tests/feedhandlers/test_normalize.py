@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedhandlers.normalize import COLUMNS, Out, normalize_symbol, to_batches
+from feedhandlers.normalize import COLUMNS, BadMessage, Out, decimal_text, is_decimal, normalize_symbol, to_batches
 from tickerplant.exceptions import DataError
 from tickerplant.schema import Registry, TableSchema
 
@@ -196,3 +196,41 @@ def test_a_tickerplant_schema_without_the_feed_columns_is_named() -> None:
     assert "bump the table's version" in str(info.value)
     with pytest.raises(DataError, match=r"unknown table 'feed_event'; tables in old\.toml: l2, quote, trade"):
         to_batches({"feed_event": taken["feed_event"]}, v1)
+
+
+# -- the number check every parser uses -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "positive", "non_negative"), [
+    ("1", True, True), ("0.5", True, True), (".5", True, True), ("1.", True, True), ("1e-05", True, True),
+    ("1.5E+3", True, True), ("0", False, True), ("0.000", False, True), ("0e5", False, True),
+    ("-1", False, False), ("+1", False, False), (" 1", False, False), ("1 ", False, False), ("1_000", False, False),
+    ("\u0661", False, False), ("0x10", False, False), ("NaN", False, False), ("Infinity", False, False),
+    ("1e999", False, False), ("9" * 310, False, False), ("", False, False), (".", False, False), ("1e", False, False),
+])
+def test_is_decimal_accepts_exactly_what_arrow_casts_to_a_finite_float(
+        text: str, positive: bool, non_negative: bool) -> None:
+    assert is_decimal(text) is positive
+    assert is_decimal(text, zero_ok=True) is non_negative
+    if non_negative:  # what passes converts, finite, in a batch of its own
+        (value,) = pa.array([text]).cast(pa.float64()).to_pylist()
+        assert value == float(text) and value < float("inf")
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False), st.sampled_from(["f", "e", "E"]))
+@settings(max_examples=200, deadline=None)
+def test_is_decimal_agrees_with_decimal_on_plain_numbers(value: Decimal, form: str) -> None:
+    text = format(abs(value), form)  # signs are refused outright; "-0" would be the one disagreement
+    assert is_decimal(text, zero_ok=True) == (Decimal(text) >= 0 and Decimal(text) <= Decimal("1.7976931348623157e308"))
+
+
+def test_decimal_text_errors_name_the_field_and_value() -> None:
+    assert decimal_text("97000.5", "price p") == "97000.5"
+    with pytest.raises(BadMessage, match="price p ' 1' is not a positive finite decimal"):
+        decimal_text(" 1", "price p")
+    with pytest.raises(BadMessage, match="size q '-1' is not a non-negative finite decimal"):
+        decimal_text("-1", "size q", zero_ok=True)
+    with pytest.raises(BadMessage, match=r"price 1\.5 is not a decimal string"):
+        decimal_text(1.5, "price")
+    with pytest.raises(BadMessage, match=re.escape("'" + "9" * 39 + "...")):
+        decimal_text("9" * 400, "price")  # long values are clipped in the message

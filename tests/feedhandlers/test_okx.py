@@ -432,7 +432,8 @@ def _bbo_with(bids: Any) -> str:
         ("{not json", "bad_message"),
         ("[1, 2]", "bad_message"),
         ('"ping"', "bad_message"),
-        *[(_trade_with(px=px), "bad_message") for px in ("abc", "NaN", "-1", "Infinity", "0", "", 42219)],
+        *[(_trade_with(px=px), "bad_message") for px in (
+            "abc", "NaN", "-1", "Infinity", "0", "", 42219, " 1", "1_000")],
         (_trade_with(sz="1e999999999"), "bad_message"),
         (_trade_with(side="BUY"), "bad_message"),
         (_trade_with(side=["buy"]), "bad_message"),
