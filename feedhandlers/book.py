@@ -103,7 +103,7 @@ class Book:
     caller's bookkeeping; the sequence *rules* live in the ``*Sync`` classes.
     """
 
-    __slots__ = ("_keys", "_levels", "depth", "reason", "seq", "sym", "valid", "venue")
+    __slots__ = ("_keys", "_levels", "_top", "_top_n", "depth", "reason", "seq", "sym", "valid", "venue")
 
     def __init__(self, venue: str, sym: str, depth: int | None = None) -> None:
         if depth is not None and depth < 1:
@@ -119,6 +119,11 @@ class Book:
         # (best bid is the last key, best ask the first).
         self._levels: tuple[dict[Decimal, tuple[str, str]], dict[Decimal, tuple[str, str]]] = ({}, {})
         self._keys: tuple[SortedList[Decimal], SortedList[Decimal]] = (SortedList(), SortedList())
+        # The last ``top_raw(_top_n)`` per side, kept until a level at or above its n-th best
+        # changes: a checksum over the top 10 (Kraken) or 25 (OKX) after every message would
+        # otherwise re-read those levels even when the message only touched deeper ones.
+        self._top_n = 0
+        self._top: list[list[tuple[str, str]] | None] = [None, None]
 
     def __repr__(self) -> str:
         state = "valid" if self.valid else f"invalid ({self.reason})"
@@ -137,6 +142,7 @@ class Book:
         self.valid = True
         self.reason = None
         self.seq = seq
+        self._top = [None, None]
         self._update(BID, bids)
         self._update(ASK, asks)
         self.truncate()
@@ -168,6 +174,11 @@ class Book:
         # one dict store; the sorted keys are touched only when a price appears or goes.
         book = self._levels[side]
         keys = self._keys[side]
+        # A level at or better than ``edge`` (the cached top's n-th best) changes that top; None: any does.
+        edge: Decimal | None = None
+        cached = self._top[side] is not None
+        if cached and len(keys) >= self._top_n:
+            edge = keys[-self._top_n] if side == BID else keys[self._top_n - 1]
         for level in levels:
             try:
                 price = level[0]
@@ -181,6 +192,9 @@ class Book:
                 # NaN raises here (ordering comparisons on NaN signal InvalidOperation).
                 if not _ZERO < key <= FLOAT64_MAX:
                     raise ValueError
+                if cached and (edge is None or (key >= edge if side == BID else key <= edge)):
+                    self._top[side] = None
+                    cached = False
                 if qty:
                     if not _ZERO < qty <= FLOAT64_MAX:
                         raise ValueError
@@ -212,6 +226,8 @@ class Book:
             keys = self._keys[side]
             while len(keys) > depth:
                 dropped[side].append(book.pop(keys.pop(worst)))
+                if depth < self._top_n:  # the cut reaches into the cached top
+                    self._top[side] = None
         return dropped
 
     def invalidate(self, reason: str) -> None:
@@ -222,6 +238,7 @@ class Book:
         """
         self.valid = False
         self.reason = reason
+        self._top = [None, None]
         for side in (BID, ASK):
             self._levels[side].clear()
             self._keys[side].clear()
@@ -253,17 +270,24 @@ class Book:
         )
 
     def top_raw(self, n: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """The best ``n`` levels per side as the venue's own (price, size) strings."""
+        """The best ``n`` levels per side as the venue's own (price, size) strings (do not modify the lists)."""
         if n <= 0:
             return [], []
         bid_book, ask_book = self._levels
         bid_keys, ask_keys = self._keys
         if n == 1:  # the top of book after every message: plain indexing, no islice iterators
             return ([bid_book[bid_keys[-1]]] if bid_keys else [], [ask_book[ask_keys[0]]] if ask_keys else [])
-        return (
-            [bid_book[k] for k in bid_keys.islice(max(len(bid_keys) - n, 0), reverse=True)],
-            [ask_book[k] for k in ask_keys.islice(0, n)],
-        )
+        top = self._top
+        if n != self._top_n:  # one cached n per book: each venue checksums one fixed depth
+            self._top_n = n
+            top[BID] = top[ASK] = None
+        bids = top[BID]
+        if bids is None:
+            bids = top[BID] = [bid_book[k] for k in bid_keys.islice(max(len(bid_keys) - n, 0), reverse=True)]
+        asks = top[ASK]
+        if asks is None:
+            asks = top[ASK] = [ask_book[k] for k in ask_keys.islice(0, n)]
+        return bids, asks
 
     @property
     def counts(self) -> tuple[int, int]:

@@ -433,11 +433,13 @@ def _oracle_apply(
     snapshot=_message,
     messages=st.lists(_message, max_size=25),
     depth=st.one_of(st.none(), st.integers(1, 8)),
+    n=st.integers(2, 6),
 )
 def test_random_delta_streams_match_a_dict_oracle(
     snapshot: tuple[list[tuple[str, str]], list[tuple[str, str]]],
     messages: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]],
     depth: int | None,
+    n: int,
 ) -> None:
     book = Book("prop", "X", depth=depth)
     book.apply_snapshot(*snapshot)
@@ -448,7 +450,8 @@ def test_random_delta_streams_match_a_dict_oracle(
         _oracle_apply(oracle, bids, asks, depth)
         want_bids = [oracle[0][k] for k in sorted(oracle[0], reverse=True)]
         want_asks = [oracle[1][k] for k in sorted(oracle[1])]
-        assert everything(book) == (want_bids, want_asks)
+        # The same n after every message: the cached top must follow every change at or above its n-th level.
+        assert book.top_raw(n) == (want_bids[:n], want_asks[:n])
         best_bid = book.best_bid()
         if oracle[0]:
             k = max(oracle[0])
@@ -464,4 +467,6 @@ def test_random_delta_streams_match_a_dict_oracle(
         if oracle[0] and oracle[1]:
             assert book.crossed == (max(oracle[0]) >= min(oracle[1]))
             assert book.locked == (max(oracle[0]) == min(oracle[1]))
+    assert everything(book) == ([oracle[0][k] for k in sorted(oracle[0], reverse=True)],
+                                [oracle[1][k] for k in sorted(oracle[1])])
     assert book.valid
