@@ -130,3 +130,20 @@ def test_bench_feed_quick() -> None:
         assert e2e["messages"] >= 2000 and e2e["rows"] >= 2000 and e2e["overflow"] == 0, kind
         assert _is_number(e2e["messages_per_s"]) and e2e["rows_per_s"] > 0, kind
     assert r["e2e"]["binance"]["book"]["rows_by_table"]["l2"] >= 2 * 2000 + 2 * 1000  # deltas + the snapshot
+
+
+def test_bench_rte_quick() -> None:
+    r = _run("bench_rte.py", "--trades", "20000", "--latency-ticks", "300")
+    assert r["trades"] == 20_000 and r["syms"] == 100 and "baseline" not in r  # --no-baselines: ours only
+    for key in ("one_batch", "batches"):
+        fig = r["vectorized"][key]
+        assert _is_number(fig["ticks_per_s"]) and fig["ticks_per_s"] > 0, key
+        assert all(_is_number(fig[part]) for part in ("rsi", "ema", "vwap", "seconds")), key
+    assert _is_number(r["engine_batches"]["ticks_per_s"]) and r["engine_batches"]["ticks_per_s"] > 0
+    lat = r["latency"]
+    assert lat["ticks"] == 300
+    assert 0 < lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"]
+    assert set(r["goals"]) == {"vectorized_ticks_per_s", "latency_p99_us"}
+    for goal in r["goals"].values():
+        assert _is_number(goal["goal"]) and _is_number(goal["value"]) and isinstance(goal["met"], bool)
+    assert isinstance(r["goal_met"], bool)
