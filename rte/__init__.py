@@ -4,3 +4,7 @@
 indicators), ``rte.qc`` (feed quality checks), ``rte.engine`` (the runner every engine
 shares: replay from the log, publish without duplicates) and ``rte.strategy``.
 """
+
+from rte.strategy import Strategy
+
+__all__ = ["Strategy"]

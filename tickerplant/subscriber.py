@@ -88,6 +88,9 @@ class SubscriberState:
         self.gaps = 0
         self.reader = UpdReader()
         self.subscribed = False
+        # The TP's seq when it answered the last SUB: a reader that must have "everything
+        # logged so far" (an engine finding where it left off) is done once position reaches it.
+        self.subscribed_seq: int | None = None
         self.last_seen = time.monotonic()
 
     @property
@@ -142,6 +145,7 @@ class SubscriberState:
         if ftype == FrameType.SUBSCRIBED:
             body = frame.json()
             self.subscribed = True
+            self.subscribed_seq = int(body["seq"])
             if self.position is None and body.get("from_seq") is None:
                 self.position = int(body["seq"])
             elif self.position is None:
@@ -151,6 +155,7 @@ class SubscriberState:
             body = frame.json()
             eod = EndOfDay(body["date"], body["next"], frame.seq)
             self.date, self.position = body["next"], 0
+            self.subscribed_seq = 0  # the new day's log is empty: nothing more to catch up with
             return eod
         if ftype == FrameType.ERROR:
             body = frame.json()
