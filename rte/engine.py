@@ -78,7 +78,7 @@ Output = tuple[str, pa.RecordBatch]
 
 
 class Engine(abc.ABC):
-    """A subscriber of ``inputs`` that publishes ``outputs``; it must be their only publisher (or set ``output_key``)."""
+    """A subscriber of ``inputs`` that publishes ``outputs``: their only publisher, or it sets ``output_key``."""
 
     name: str
     inputs: tuple[str, ...]

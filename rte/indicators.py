@@ -1,4 +1,4 @@
-"""Streaming indicators per sym, and the two engines that publish them (tables ``indicator`` and ``spread_z``).
+"""Streaming indicators per sym, and the engine that publishes them (table ``indicator``).
 
 This module owns the per-tick indicators of issue 5: EMA and RSI exactly as TA-Lib computes
 them, a sliding time-window VWAP, realized volatility over a trailing time window, and the
@@ -67,9 +67,7 @@ __all__ = [
     "RollingSums",
     "Rsi",
     "SlidingVwap",
-    "SpreadEngine",
     "sliding_vwap",
-    "zscores",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -80,7 +78,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _MIN_PERIOD, _MAX_PERIOD = 2, 100_000
 
 
-def _jit(fn: _F) -> _F:
+def jit(fn: _F) -> _F:
     """Compile ``fn`` with numba (no fastmath: IEEE arithmetic in source order, the way TA-Lib's C does it)."""
     return cast(_F, numba.njit(cache=True, nogil=True)(fn))
 
@@ -109,7 +107,7 @@ _fma = cast(Callable[[float, float, float], float], numba.extending.intrinsic(_f
 # Each kernel walks rows in arrival order; per-key state lives in arrays indexed by key.
 
 
-@_jit
+@jit
 def _ema_kernel(keys: I64, x: F64, n: int, k: float, count: I64, value: F64, out: F64) -> None:
     for i in range(x.shape[0]):
         s = keys[i]
@@ -131,7 +129,7 @@ def _ema_kernel(keys: I64, x: F64, n: int, k: float, count: I64, value: F64, out
             out[i] = value[s]
 
 
-@_jit
+@jit
 def _rsi_kernel(keys: I64, x: F64, n: int, count: I64, prev: F64, gain: F64, loss: F64, out: F64) -> None:
     inv = 1.0 / n  # TA-Lib 0.8's invPeriod: it multiplies by 1/n rather than divide by n
     for i in range(x.shape[0]):
@@ -176,7 +174,7 @@ def _rsi_kernel(keys: I64, x: F64, n: int, count: I64, prev: F64, gain: F64, los
             out[i] = 0.0
 
 
-@_jit
+@jit
 def _squared_log_return_kernel(keys: I64, p: F64, last: F64, out: F64) -> None:
     for i in range(p.shape[0]):
         s = keys[i]
@@ -185,7 +183,7 @@ def _squared_log_return_kernel(keys: I64, p: F64, last: F64, out: F64) -> None:
         last[s] = p[i]
 
 
-@_jit
+@jit
 def _vol_kernel(sums: F64, nobs: I64, out: F64) -> None:
     for i in range(out.shape[0]):
         if nobs[0, i] == 0:
@@ -194,7 +192,7 @@ def _vol_kernel(sums: F64, nobs: I64, out: F64) -> None:
             out[i] = math.sqrt(max(sums[0, i], 0.0))
 
 
-@_jit
+@jit
 def _window_kernel(keys: I64, t: I64, v: F64, window: int, pool_t: I64, pool_v: F64, ring: I64, sums: F64,
                    nobs: I64, out_sum: F64, out_nobs: I64, start: int) -> int:
     """Rows from ``start`` in arrival order, every key at once; returns where it stopped.
@@ -258,37 +256,6 @@ def _window_kernel(keys: I64, t: I64, v: F64, window: int, pool_t: I64, pool_v: 
             out_nobs[c, i] = nobs[k, c]
         ring[k, 3] = n + 1
     return int(keys.shape[0])
-
-
-@_jit
-def _spread_kernel(syms: I64, venues: I64, bid: F64, ask: F64, mids: F64, pair_of: I64, npairs: I64,
-                   out_row: I64, out_other: I64, out_pair: I64, out_spread: F64) -> int:
-    nv = mids.shape[1]
-    k = 0
-    for i in range(syms.shape[0]):
-        v = venues[i]
-        b = bid[i]
-        a = ask[i]
-        s = syms[i]
-        if v < 0 or s < 0 or not (b > 0.0 and a > 0.0):  # no venue, or a one-sided / empty quote: no mid
-            continue
-        mid = (b + a) * 0.5
-        mids[s, v] = mid
-        for o in range(nv):
-            other = mids[s, o]
-            if o == v or other != other:
-                continue
-            p = pair_of[s, v, o]
-            if p < 0:
-                p = npairs[0]
-                pair_of[s, v, o] = p
-                npairs[0] = p + 1
-            out_row[k] = i
-            out_other[k] = o
-            out_pair[k] = p
-            out_spread[k] = (mid - other) / other * 1e4
-            k += 1
-    return k
 
 
 # --------------------------------------------------------------------------- per-key state
@@ -551,20 +518,20 @@ class KeyIndex:
         return cast(I64, lut[indices.to_numpy(zero_copy_only=False)])
 
 
-def _ns(column: pa.Array) -> I64:
+def ns_values(column: pa.Array) -> I64:
     return cast(I64, column.view(pa.int64()).to_numpy(zero_copy_only=False))
 
 
-def _values(column: pa.Array) -> F64:
+def float_values(column: pa.Array) -> F64:
     return np.ascontiguousarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _nullable(x: F64) -> pa.Array:
+def nullable(x: F64) -> pa.Array:
     """NaN (not yet defined) as null."""
     return pa.array(x, type=pa.float64(), from_pandas=True)
 
 
-def _output_schema(table: str) -> pa.Schema:
+def output_schema(table: str) -> pa.Schema:
     wire = Registry.default()[table].wire
     return wire.remove(wire.get_field_index("src_seq"))  # the runner adds src_seq
 
@@ -587,22 +554,22 @@ class IndicatorEngine(Engine):
         self.vol = RealizedVol(vol_ns)
         self.vwap = SlidingVwap(vwap_ns)
         self.syms = KeyIndex()
-        self._schema = _output_schema("indicator")
+        self._schema = output_schema("indicator")
 
     def on_upd(self, msg: Message) -> list[Output]:
         data = msg.data
         if msg.table != "trade" or data.num_rows == 0:
             return []
         keys = self.syms.encode(data.column("sym"))
-        price = _values(data.column("price"))
+        price = float_values(data.column("price"))
         rsi = self.rsi.update(keys, price)
         ema = self.ema.update(keys, price)
-        time = _ns(data.column("time"))
+        time = ns_values(data.column("time"))
         vol = self.vol.update(keys, time, price)
-        vwap = self.vwap.update(keys, time, price, _values(data.column("size")))
+        vwap = self.vwap.update(keys, time, price, float_values(data.column("size")))
         batch = pa.RecordBatch.from_arrays(
-            [data.column("time"), data.column("sym"), data.column("price"), _nullable(rsi), _nullable(ema),
-             _nullable(vol), _nullable(vwap)], schema=self._schema)
+            [data.column("time"), data.column("sym"), data.column("price"), nullable(rsi), nullable(ema),
+             nullable(vol), nullable(vwap)], schema=self._schema)
         return [("indicator", batch)]
 
     def on_eod(self, date: str) -> list[Output]:
@@ -611,93 +578,3 @@ class IndicatorEngine(Engine):
         self.vol.reset()
         self.vwap.reset()
         return []
-
-
-class SpreadEngine(Engine):
-    """``quote`` -> ``spread_z``: each venue's mid against every other venue's latest mid of the sym.
-
-    For a two-sided quote (bid and ask > 0) of venue V on a sym, one row per other venue O with a
-    mid for that sym: ``spread_bps = (mid_V - mid_O) / mid_O * 1e4`` and its z-score among the
-    spreads of the pair (V, O) in the trailing window ``(t - window_ns, t]`` (this one included):
-    ``(x - mean) / std`` with the sample standard deviation (ddof 1), null until the window holds
-    ``min_periods`` spreads or when they are all equal. A pair's series only grows when V quotes;
-    O's mid is its latest, however old. Quotes without an exchange are ignored. Rows come per
-    quote in the order of the other venues' first appearance.
-    """
-
-    name = "spread_z"
-    inputs = ("quote",)
-    outputs = ("spread_z",)
-
-    def __init__(self, window_ns: int = parse_duration("5m"), min_periods: int = 2) -> None:
-        if min_periods < 2:
-            raise ValueError("min_periods must be at least 2: a standard deviation needs two spreads")
-        self.window_ns = window_ns
-        self.min_periods = min_periods
-        self._schema = _output_schema("spread_z")
-        self.reset()
-
-    def reset(self) -> None:
-        self.syms = KeyIndex()
-        self.venues = KeyIndex()
-        self._mids = np.full((0, 0), np.nan, dtype=np.float64)
-        self._pair_of = np.full((0, 0, 0), -1, dtype=np.int64)
-        self._npairs = np.zeros(1, dtype=np.int64)
-        self._window = RollingSums(self.window_ns, 2)
-
-    def _ensure(self) -> None:
-        ns, nv = len(self.syms), len(self.venues)
-        s0, v0 = self._mids.shape
-        if ns <= s0 and nv <= v0:
-            return
-        s1, v1 = max(ns, 2 * s0, 4), max(nv, v0 + 4)
-        mids = np.full((s1, v1), np.nan, dtype=np.float64)
-        mids[:s0, :v0] = self._mids
-        pair_of = np.full((s1, v1, v1), -1, dtype=np.int64)
-        pair_of[:s0, :v0, :v0] = self._pair_of
-        self._mids, self._pair_of = mids, pair_of
-
-    def on_upd(self, msg: Message) -> list[Output]:
-        data = msg.data
-        if msg.table != "quote" or data.num_rows == 0:
-            return []
-        syms = self.syms.encode(data.column("sym"))
-        venues = self.venues.encode(data.column("exchange"))
-        self._ensure()
-        n = data.num_rows
-        width = max(self._mids.shape[1] - 1, 1)
-        rows = np.empty(n * width, dtype=np.int64)
-        other = np.empty(n * width, dtype=np.int64)
-        pair = np.empty(n * width, dtype=np.int64)
-        spread = np.empty(n * width, dtype=np.float64)
-        k = _spread_kernel(syms, venues, _values(data.column("bid_price")), _values(data.column("ask_price")),
-                           self._mids, self._pair_of, self._npairs, rows, other, pair, spread)
-        if k == 0:
-            return []
-        rows, other, pair, spread = rows[:k], other[:k], pair[:k], spread[:k]
-        time = _ns(data.column("time"))[rows]
-        sums, nobs = self._window.update(pair, time, np.stack((spread, spread * spread)))
-        z = zscores(spread, sums, nobs[0], self.min_periods)
-        take = pa.array(rows)
-        names = pa.array(self.venues.names, type=pa.string())
-        batch = pa.RecordBatch.from_arrays(
-            [data.column("time").take(take), data.column("sym").take(take), data.column("exchange").take(take),
-             names.take(pa.array(other)), pa.array(spread), _nullable(z)], schema=self._schema)
-        return [("spread_z", batch)]
-
-    def on_eod(self, date: str) -> list[Output]:
-        self.reset()
-        return []
-
-
-def zscores(x: F64, sums: F64, count: I64, min_periods: int) -> F64:
-    """``(x - mean) / std`` (ddof 1) from a window's count, sum and sum of squares (``sums`` rows); NaN if undefined."""
-    n = count.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = sums[0] / n
-        var = (sums[1] - sums[0] * mean) / (n - 1.0)
-        # A spread series flat to rounding has no spread of its own: no z (pandas gives std 0 there).
-        flat = var <= 1e-20 * (sums[1] / n)
-        z = (x - mean) / np.sqrt(var)
-    z[(count < min_periods) | flat | ~np.isfinite(var)] = np.nan
-    return cast(F64, z)

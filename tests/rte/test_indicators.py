@@ -26,9 +26,9 @@ from rte.indicators import (
     RollingSums,
     Rsi,
     SlidingVwap,
-    SpreadEngine,
     sliding_vwap,
 )
+from rte.spread import SpreadEngine
 from rte.units import parse_duration
 from tests.conftest import Collector
 from tickerplant import Publisher, Subscriber
