@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,12 @@ hdb_app = typer.Typer(help="Serve the historical database (Parquet partitions) t
 app.add_typer(log_app, name="log")
 app.add_typer(feed_app, name="feed")
 app.add_typer(hdb_app, name="hdb")
+rte_app = typer.Typer(help="Real-time engines: subscribers of the TP that publish derived tables back to it.",
+                      no_args_is_help=True)
+strategy_app = typer.Typer(help="Strategies: orders, simulated fills, position and P&L as TP tables.",
+                           no_args_is_help=True)
+app.add_typer(rte_app, name="rte")
+app.add_typer(strategy_app, name="strategy")
 
 
 def _logging(verbose: bool) -> None:
@@ -251,31 +258,79 @@ def stats(
         raise _fail(str(exc)) from None
 
 
+def _sim_names(text: str) -> int | list[str]:
+    """``--symbols``/``--venues`` of ``tick feed sim``: a count, or comma-separated names."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 @feed_app.command("sim")
 def feed_sim(
     tp: Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")] = "127.0.0.1:5010",
-    symbols: Annotated[int, typer.Option(help="Number of symbols.")] = 4,
-    venues: Annotated[int, typer.Option(help="Number of venues.")] = 3,
+    symbols: Annotated[str, typer.Option(
+        help="A number of symbols (BTCUSD, ETHUSD, SOLUSD, ... then SYM9...) or comma-separated names.")] = "4",
+    venues: Annotated[str, typer.Option(help="A number of venues (SIMA, SIMB, ...) or comma-separated names.")] = "3",
     rate: Annotated[float, typer.Option(help="Events (trades + quotes) per second.")] = 20_000,
     duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C).")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and options give the same market.")] = 0,
+    l2: Annotated[int, typer.Option("--l2", metavar="DEPTH", help=(
+        "Also publish L2 books, DEPTH levels a side (0: none): a snapshot per book, then an update per "
+        "quote; quotes are then marked derived (the top of the book)."))] = 0,
+    gaps: Annotated[float, typer.Option(metavar="P", help=(
+        "Inject sequence gaps: the probability, per trade and per L2 update, that 1-3 consecutive trades of "
+        "a venue (seq) or updates of a book (update id) are dropped; a book gap ends with the book re-sent "
+        "as a snapshot."))] = 0.0,
+    gap_events: Annotated[bool, typer.Option(help=(
+        "With --gaps, also publish the feed_event rows a feed handler would: gap, and resync for a book."))] = False,
+    stale: Annotated[float, typer.Option(metavar="P", help=(
+        "Inject stale periods: the probability, per event, that its (venue, sym) then goes silent (no "
+        "trade, quote or L2 row) for --stale-for seconds while the others go on."))] = 0.0,
+    stale_for: Annotated[float, typer.Option(metavar="SECONDS", help="Length of an injected stale period.")] = 5.0,
+    outliers: Annotated[float, typer.Option(metavar="P", help=(
+        "Inject outlier prints: the probability, per trade, of a price 5 to 20 percent away from the "
+        "venue's mid."))] = 0.0,
+    injected: Annotated[Path | None, typer.Option(
+        help="At the end, write every injected fault (the ground truth for QC) to this Parquet file.")] = None,
     token: Annotated[str | None, typer.Option(help="Auth token.")] = None,
 ) -> None:
-    """Publish simulated trades and quotes (geometric random walks on several venues)."""
+    """Publish simulated trades, quotes and L2 books (random walks on several venues), optionally with faults.
+
+    Without --gaps/--stale/--outliers the market is clean. Prints rows per table (and faults injected) as JSON.
+    """
     from feedhandlers.sim import Simulator
     from tickerplant import Publisher
     from tickerplant.exceptions import TickError
 
     _logging(False)
+    if not stale_for > 0:
+        raise _fail(f"--stale-for must be a positive number of seconds, got {stale_for}")
+    try:
+        sim = Simulator(_sim_names(symbols), _sim_names(venues), seed=seed, l2_depth=l2, gaps=gaps,
+                        gap_events=gap_events, stale=stale, stale_ns=int(stale_for * 1e9), outliers=outliers)
+    except (TickError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    faults = gaps > 0 or stale > 0 or outliers > 0
+    counts: dict[str, Any] = {}
     try:
         with Publisher(tp, token=token, name="feed sim") as pub:
-            counts = Simulator(symbols, venues, seed=seed).run(pub.publish, rate, duration)
+            counts = dict(sim.run(pub.publish, rate, duration))
             pub.flush()
     except KeyboardInterrupt:
-        return
+        pass
     except (TickError, OSError) as exc:
         raise _fail(str(exc)) from None
-    print(json.dumps(counts))
+    finally:
+        if injected is not None:
+            import pyarrow.parquet as pq
+
+            pq.write_table(sim.injected, injected)
+    if counts:
+        if faults:
+            kinds = sim.injected.column("kind").to_pylist()
+            counts["injected"] = {kind: kinds.count(kind) for kind in ("gap", "stale", "outlier")}
+        print(json.dumps(counts))
 
 
 def _feed_command(name: str) -> None:
@@ -539,6 +594,164 @@ def _write_result(table: Any, format: str, out: Path | None) -> None:
         out.write_text(text + "\n")
     else:
         print(text)
+
+
+# -- real-time engines and strategies ------------------------------------------------------
+
+_Tp = Annotated[str, typer.Option(help="Tickerplant HOST:PORT.")]
+_Token = Annotated[str | None, typer.Option(help="Auth token (subscribe and publish).")]
+_Bound = Annotated[str, typer.Option(help="Out-of-orderness bound: watermark = max event time - bound.")]
+_Idle = Annotated[str, typer.Option(help="A sym with no row for this long (TP time) stops holding the watermark.")]
+_Lateness = Annotated[str, typer.Option(help="Allowed lateness: late rows re-fire their window until then.")]
+
+
+def _duration(text: str, option: str) -> int:
+    from rte.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _fail(f"{option}: {exc}") from None
+
+
+def _run_engine(make: Callable[[], Any], tp: str, token: str | None, verbose: bool) -> None:
+    """Build the engine (a ValueError is a bad option) and run it until SIGINT/SIGTERM; print its stats."""
+    from dataclasses import asdict
+
+    from rte.engine import run_forever
+    from tickerplant.exceptions import TickError
+
+    _logging(verbose)
+    try:
+        engine = make()
+    except (ValueError, TypeError, TickError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        stats = run_forever(engine, tp, token=token)
+    except (TickError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    print(json.dumps({"engine": engine.name, **asdict(stats)}))
+
+
+@rte_app.command("bars")
+def rte_bars(
+    tp: _Tp = "127.0.0.1:5010",
+    every: Annotated[str, typer.Option(help="Bar length; the table is bar_<every> (bar_1s, bar_1m).")] = "1m",
+    lateness: _Lateness = "0s",
+    bound: _Bound = "1s",
+    idle: _Idle = "10s",
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """OHLCV + VWAP bars per sym over event-time windows: trade -> bar_<every> (+ late_data)."""
+    from rte.bars import BarEngine
+
+    args = (_duration(every, "--every"), _duration(lateness, "--lateness"), _duration(bound, "--bound"),
+            _duration(idle, "--idle"))
+    _run_engine(lambda: BarEngine(*args), tp, token, verbose)
+
+
+@rte_app.command("vwap")
+def rte_vwap(
+    tp: _Tp = "127.0.0.1:5010",
+    window: Annotated[str, typer.Option(help="Window length.")] = "5m",
+    slide: Annotated[str, typer.Option(help="A window starts every SLIDE (WINDOW must be a multiple).")] = "1m",
+    lateness: _Lateness = "0s",
+    bound: _Bound = "1s",
+    idle: _Idle = "10s",
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """VWAP per sym over sliding (hopping) event-time windows: trade -> vwap (+ late_data)."""
+    from rte.bars import VwapEngine
+
+    args = (_duration(window, "--window"), _duration(slide, "--slide"), _duration(lateness, "--lateness"),
+            _duration(bound, "--bound"), _duration(idle, "--idle"))
+    _run_engine(lambda: VwapEngine(*args), tp, token, verbose)
+
+
+@rte_app.command("indicators")
+def rte_indicators(
+    tp: _Tp = "127.0.0.1:5010",
+    rsi: Annotated[int, typer.Option(help="RSI period (Wilder, TA-Lib seeding).")] = 14,
+    ema: Annotated[int, typer.Option(help="EMA period (TA-Lib seeding).")] = 20,
+    vol: Annotated[str, typer.Option(help="Realized-volatility window (trailing, event time).")] = "5m",
+    vwap: Annotated[str, typer.Option(help="Sliding VWAP window (trailing, event time).")] = "5m",
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """Per-trade RSI, EMA, realized volatility and sliding VWAP per sym: trade -> indicator."""
+    from rte.indicators import IndicatorEngine
+
+    vol_ns, vwap_ns = _duration(vol, "--vol"), _duration(vwap, "--vwap")
+    _run_engine(lambda: IndicatorEngine(rsi, ema, vol_ns, vwap_ns), tp, token, verbose)
+
+
+@rte_app.command("spread")
+def rte_spread(
+    tp: _Tp = "127.0.0.1:5010",
+    window: Annotated[str, typer.Option(help="Trailing window of the z-score (event time).")] = "5m",
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """Each venue's mid against every other venue's, in bps, and its z-score: quote -> spread_z."""
+    from rte.spread import SpreadEngine
+
+    window_ns = _duration(window, "--window")
+    _run_engine(lambda: SpreadEngine(window_ns), tp, token, verbose)
+
+
+@rte_app.command("qc")
+def rte_qc(
+    tp: _Tp = "127.0.0.1:5010",
+    stale: Annotated[str, typer.Option(help=(
+        "Stale thresholds: one for every table (5s) or per table (quote=2s,trade=30s)."))] = "quote=2s,l2=2s,trade=30s",
+    xsource: Annotated[str, typer.Option(help="Cross-venue: a mid this far from the others' median (bps).")] = "50bps",
+    heartbeat: Annotated[str, typer.Option(help="A venue's heartbeat missing for this long is an alert.")] = "5s",
+    future: Annotated[str, typer.Option(help="Event time this far ahead of the TP's clock is an alert.")] = "1s",
+    jump_k: Annotated[float, typer.Option(help="A price jump beyond K x recent volatility is an alert.")] = 10.0,
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """Feed quality checks -> qc_alert: gaps, heartbeats, stale, crossed/locked, cross-venue, bad ticks."""
+    from rte.qc import QcConfig, QcEngine, parse_stale
+    from rte.units import parse_bps
+
+    def make() -> Any:
+        config = QcConfig(stale=parse_stale(stale), xsource_bps=parse_bps(xsource),
+                          heartbeat_ns=_duration(heartbeat, "--heartbeat"), future_ns=_duration(future, "--future"),
+                          jump_k=jump_k)
+        return QcEngine(config)
+
+    _run_engine(make, tp, token, verbose)
+
+
+@strategy_app.command("run")
+def strategy_run(
+    path: Annotated[Path, typer.Argument(help="A .py file with one Strategy subclass.")],
+    tp: _Tp = "127.0.0.1:5010",
+    name: Annotated[str | None, typer.Option(help="Strategy name in its rows (default: the class's).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Override a class attribute: --param threshold_bps=20.")] = None,
+    token: _Token = None,
+    verbose: bool = False,
+) -> None:
+    """Run a strategy: it replays today's log (rebuilding its position), then trades live."""
+    import ast
+
+    from rte.strategy import load
+
+    params: dict[str, Any] = {}
+    for item in param or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise _fail(f"--param {item!r}: write NAME=VALUE, e.g. --param threshold_bps=20")
+        try:
+            params[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value  # a bare word is a string: --param window=30s
+
+    _run_engine(lambda: load(path)(name=name, **params), tp, token, verbose)
 
 
 def main() -> None:
