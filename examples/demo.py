@@ -1,11 +1,15 @@
 """`make demo`: the whole pipeline on simulated feeds, as separate processes.
 
-1. starts a tickerplant (`tick tp`) on a free port, logging to ./demo-data/tplogs;
-2. starts the simulated feed (`tick feed sim`): 4 symbols on 3 venues, 20,000 events/s;
+1. starts a tickerplant (`tick tp`) on a free port, logging to ./demo-data/tplogs, and the
+   real-time engines (`tick rte bars|vwap|indicators|qc`, `tick strategy run`), which publish
+   their tables back to it;
+2. starts the simulated feed (`tick feed sim`): 4 symbols on 3 venues, 20,000 events/s, with a
+   few injected sequence gaps, stale periods and outlier prints for QC to catch;
 3. subscribes here, printing a few BTCUSD trades and the live rows/s each second;
 4. kills the tickerplant with SIGKILL mid-stream and restarts it: the feed reconnects
    and re-sends, the subscriber resumes, and nothing acknowledged is lost;
-5. replays the day from sequence 1 and checks the log;
+5. replays the day from sequence 1 and checks the log; shows what the engines published, then
+   kills the strategy with SIGKILL and restarts it: it replays the log and publishes no order twice;
 6. an RDB (`tick rdb`), running since step 1, holds the day in memory; three days are rolled
    with `tick eod` (a short simulated feed each), so the RDB writes two days of Parquet
    partitions to ./demo-data/hdb; an HDB service (`tick hdb`) serves them, and sample SQL
@@ -31,6 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "demo-data"
 TICK = str(Path(sys.executable).with_name("tick"))
 RATE = 20_000
+# The real-time engines, each a process subscribed to the TP (name -> `tick` arguments).
+ENGINES = {
+    "bars": ["rte", "bars", "--every", "1s"],
+    "vwap": ["rte", "vwap", "--window", "5s", "--slide", "1s"],
+    "indicators": ["rte", "indicators", "--rsi", "14", "--ema", "20", "--vol", "30s", "--vwap", "30s"],
+    "qc": ["rte", "qc"],
+    "strategy": ["strategy", "run", str(ROOT / "examples" / "vwap_reversion.py")],
+}
+# Faults the simulator injects (per-event probabilities), so QC has something to catch.
+FAULTS = ["--gaps", "0.0002", "--gap-events", "--stale", "0.00002", "--stale-for", "3", "--outliers", "0.0002"]
 
 
 def start_tp(port: int = 0) -> tuple[subprocess.Popen[str], str]:
@@ -47,6 +61,12 @@ def start_service(*args: str, name: str) -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen([TICK, *args, "--port", "0"], stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     return proc, json.loads(proc.stdout.readline())["listening"]
+
+
+def start_engine(name: str, address: str) -> subprocess.Popen[str]:
+    with open(DATA / f"{name}.log", "a") as err:
+        return subprocess.Popen([TICK, *ENGINES[name], "--tp", address], stdout=subprocess.PIPE, stderr=err,
+                                text=True)
 
 
 def run_feed(address: str, seconds: float) -> None:
@@ -75,9 +95,12 @@ def main() -> None:
     print(f"tick tp listening on {address}; log {DATA / 'tplogs'}")
     rdb, rdb_address = start_service("rdb", "--tp", address, "--hdb", str(DATA / "hdb"), name="rdb")
     print(f"tick rdb listening on {rdb_address}; HDB {DATA / 'hdb'}")
+    engines = {name: start_engine(name, address) for name in ENGINES}
+    for name, args in ENGINES.items():
+        print(f"tick {' '.join(args[:2])} ...  ({name}, pid {engines[name].pid})")
     with open(DATA / "feed.log", "w") as err:
-        feed = subprocess.Popen([TICK, "feed", "sim", "--tp", address, "--rate", str(RATE), "--duration", "8"],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        feed = subprocess.Popen([TICK, "feed", "sim", "--tp", address, "--rate", str(RATE), "--duration", "8",
+                                 "--seed", "7", *FAULTS], stdout=subprocess.PIPE, stderr=err, text=True)
 
     section("a subscriber with a sym filter: first BTCUSD trades")
     with Subscriber(address, tables=["trade"], syms=["BTCUSD"], name="demo-btc") as btc:
@@ -115,7 +138,8 @@ def main() -> None:
             print("   ... tickerplant killed with SIGKILL; restarting it on the same log")
             tp, _ = start_tp(port)
     feed.wait(timeout=30)
-    print(f"feed finished: {feed.stdout.read().strip() if feed.stdout else ''}")
+    fed = json.loads(feed.stdout.read()) if feed.stdout else {}
+    print(f"feed finished: {fed}")
     time.sleep(0.5)
     done.set()
 
@@ -137,6 +161,34 @@ def main() -> None:
 
     section("tick log check")
     subprocess.run([TICK, "log", "check", str(day_log)], check=True)
+
+    section("real-time engines: their tables, published back to the TP (SQL on the RDB)")
+    time.sleep(2)  # the last windows close 1 s (the watermark bound) after the feed's last event
+    with connect(rdb_address) as db:
+        show(db, """SELECT time, sym, open, high, low, close, round(volume, 3) AS volume, round(vwap, 2) AS vwap,
+                    count FROM bar_1s WHERE sym = 'BTCUSD' ORDER BY time DESC LIMIT 3""")
+        show(db, """SELECT time, window_end, sym, round(vwap, 2) AS vwap, count FROM vwap
+                    WHERE sym = 'ETHUSD' ORDER BY time DESC LIMIT 2""")
+        show(db, """SELECT time, sym, price, round(rsi, 2) AS rsi, round(ema, 2) AS ema, round(vol, 6) AS vol,
+                    round(vwap, 2) AS vwap FROM indicator WHERE sym = 'BTCUSD' ORDER BY time DESC LIMIT 3""")
+        print(f"\nthe simulator injected: {fed.get('injected')}")
+        show(db, "SELECT check_name, severity, state, count(*) AS alerts FROM qc_alert GROUP BY ALL ORDER BY ALL")
+        show(db, """SELECT strategy, count(*) AS orders, count(DISTINCT order_id) AS ids,
+                    (SELECT count(*) FROM fill) AS fills FROM orders GROUP BY ALL""")
+        show(db, """SELECT sym, position, round(avg_cost, 2) AS avg_cost, round(realized_pnl, 2) AS realized,
+                    round(unrealized_pnl, 2) AS unrealized FROM position
+                    QUALIFY row_number() OVER (PARTITION BY sym ORDER BY time DESC, src_seq DESC) = 1 ORDER BY sym""")
+        before = db.sql("SELECT count(*) FROM orders").fetchall()[0][0]
+    engines["strategy"].send_signal(signal.SIGKILL)
+    engines["strategy"].wait()
+    print("\nstrategy killed with SIGKILL; restarted: it replays today's log and rebuilds its state")
+    engines["strategy"] = start_engine("strategy", address)
+    run_feed(address, 2)
+    time.sleep(1)
+    with connect(rdb_address) as db:
+        show(db, """SELECT count(*) AS orders, count(DISTINCT order_id) AS distinct_ids, max(order_id) AS last_id
+                    FROM orders""")
+        print(f"({before} orders before the kill; ids still 1..n with no duplicate: none lost, none twice)")
 
     section("end of day x2: the RDB writes each day to Parquet; a third day stays in memory")
     with connect(rdb_address) as db:
@@ -171,7 +223,7 @@ def main() -> None:
     subprocess.run([TICK, "query", "--connect", rdb_address, "--format", "csv",
                     "SELECT date, sym, count(*) AS n FROM trade GROUP BY ALL ORDER BY ALL LIMIT 4"], check=True)
 
-    for name, proc in (("hdb", hdb), ("rdb", rdb), ("tickerplant", tp)):
+    for name, proc in (*engines.items(), ("hdb", hdb), ("rdb", rdb), ("tickerplant", tp)):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         print(f"{name} stopped (SIGTERM, exit {proc.returncode})")
