@@ -14,6 +14,8 @@ column from numpy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 
@@ -65,7 +67,8 @@ def bar_table_name(every_ns: int) -> str:
 
 
 def _timestamps(values: np.ndarray) -> pa.Array:
-    return pa.array(np.asarray(values, np.int64), TIMESTAMP)
+    # int64 viewed as timestamps: pa.array(values, TIMESTAMP) takes a ~3 us detour through pandas_compat
+    return pa.array(np.asarray(values, np.int64)).view(TIMESTAMP)
 
 
 def _nullable_floats(values: np.ndarray) -> pa.Array:
@@ -82,14 +85,18 @@ class _WindowEngine(Engine):
         self.name = name
         self.table = table
         self.outputs = (table, LATE_TABLE)
+        # late_data is shared by every windowed engine: on restart only rows naming this engine are ours.
+        self.output_key = ("engine", name)
         self.windows = windows
 
     def on_upd(self, msg: Message) -> list[Output]:
         if msg.table != INPUT:
             return []
         data = msg.data
+        # datetime64[ns] viewed as int64: a cast through pyarrow.compute costs ~5 us per call on 1-row updates
+        times = np.asarray(data.column("time").to_numpy(zero_copy_only=False), "datetime64[ns]").view(np.int64)
         res = self.windows.update(
-            data.column("time").cast(pa.int64()).to_numpy(zero_copy_only=False),
+            times,
             data.column("sym"),
             data.column("price").to_numpy(zero_copy_only=False),
             data.column("size").to_numpy(zero_copy_only=False),
@@ -107,23 +114,26 @@ class _WindowEngine(Engine):
         return [(self.table, self.rows(fired))] if len(fired) else []
 
     def rows(self, fired: Fired) -> pa.RecordBatch:
-        cols = self.columns(fired)
-        return pa.RecordBatch.from_arrays([cols[f.name] for f in self.schema], schema=self.schema)
+        column = self._COLUMNS  # only the schema's columns are built: VWAP rows skip open/high/low/close
+        return pa.RecordBatch.from_arrays([column[f.name](fired) for f in self.schema], schema=self.schema)
 
     def columns(self, fired: Fired) -> dict[str, pa.Array]:
-        return {
-            "time": _timestamps(fired.start),
-            "sym": fired.sym,
-            "window_end": _timestamps(fired.end),
-            "open": pa.array(fired.open, pa.float64()),
-            "high": pa.array(fired.high, pa.float64()),
-            "low": pa.array(fired.low, pa.float64()),
-            "close": pa.array(fired.close, pa.float64()),
-            "volume": pa.array(fired.volume, pa.float64()),
-            "vwap": _nullable_floats(fired.vwap),
-            "count": pa.array(fired.count, pa.int64()),
-            "revision": pa.array(fired.revision, pa.int32()),
-        }
+        """Every column an output row can have, by name."""
+        return {name: build(fired) for name, build in self._COLUMNS.items()}
+
+    _COLUMNS: dict[str, Callable[[Fired], pa.Array]] = {
+        "time": lambda f: _timestamps(f.start),
+        "sym": lambda f: f.sym,
+        "window_end": lambda f: _timestamps(f.end),
+        "open": lambda f: pa.array(f.open, pa.float64()),
+        "high": lambda f: pa.array(f.high, pa.float64()),
+        "low": lambda f: pa.array(f.low, pa.float64()),
+        "close": lambda f: pa.array(f.close, pa.float64()),
+        "volume": lambda f: pa.array(f.volume, pa.float64()),
+        "vwap": lambda f: _nullable_floats(f.vwap),
+        "count": lambda f: pa.array(f.count, pa.int64()),
+        "revision": lambda f: pa.array(f.revision, pa.int32()),
+    }
 
     def late_rows(self, data: pa.RecordBatch, late: Late) -> pa.RecordBatch:
         take = pa.array(late.row, pa.int64())

@@ -133,7 +133,8 @@ def test_bench_feed_quick() -> None:
 
 
 def test_bench_rte_quick() -> None:
-    r = _run("bench_rte.py", "--trades", "20000", "--latency-ticks", "300")
+    r = _run("bench_rte.py", "--trades", "20000", "--latency-ticks", "300", "--window-ticks", "3000",
+             "--window-before-ticks", "200", "--window-trades", "20000")
     assert r["trades"] == 20_000 and r["syms"] == 100 and "baseline" not in r  # --no-baselines: ours only
     for key in ("one_batch", "batches"):
         fig = r["vectorized"][key]
@@ -143,7 +144,19 @@ def test_bench_rte_quick() -> None:
     lat = r["latency"]
     assert lat["ticks"] == 300
     assert 0 < lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"]
-    assert set(r["goals"]) == {"vectorized_ticks_per_s", "latency_p99_us"}
+    assert set(r["goals"]) == {"vectorized_ticks_per_s", "latency_p99_us", "bars_1s_latency_p99_us",
+                               "vwap_5s_1s_latency_p99_us"}
+    w = r["windows"]
+    assert w["syms"] == 100 and w["throughput_trades"] == 20_000
+    for label in ("bars_1s", "vwap_5s_1s"):
+        for key, ticks in (("latency", 3000), ("before", 200)):
+            lat = w[label][key]
+            assert lat["ticks"] == ticks, (label, key)
+            assert 0 < lat["p50_us"] <= lat["p99_us"] <= lat["p999_us"] <= lat["max_us"], (label, key)
+            assert isinstance(lat["firing"]["updates"], int), (label, key)
+        assert w[label]["latency"]["firing"]["updates"] >= 2  # 4 s of event time at 1,000 trades/s: windows fired
+        assert _is_number(w[label]["latency"]["gc_p99_us"])
+        assert _is_number(w[label]["throughput"]["trades_per_s"]) and w[label]["throughput"]["trades_per_s"] > 0
     for goal in r["goals"].values():
         assert _is_number(goal["goal"]) and _is_number(goal["value"]) and isinstance(goal["met"], bool)
     assert isinstance(r["goal_met"], bool)

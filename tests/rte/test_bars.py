@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -149,6 +150,40 @@ def test_end_of_day_flushes_and_other_tables_are_ignored() -> None:
     assert engine.on_eod("2023-11-15") == []  # the new day starts empty
 
 
+@pytest.mark.parametrize("make", [lambda: BarEngine(S, lateness_ns=2 * S, bound_ns=S // 2),
+                                  lambda: VwapEngine(3 * S, S, lateness_ns=S, bound_ns=S // 2)], ids=["bars", "vwap"])
+def test_small_updates_publish_what_the_batch_path_publishes(make: Any) -> None:
+    """1- to 3-row updates take the row path; forced through the batch path they publish the same batches."""
+    rng = np.random.default_rng(8)
+    n = 1500
+    df = pd.DataFrame({"time": T0 + np.cumsum(rng.integers(0, S // 20, n)) - rng.integers(0, 6 * S, n),
+                       "sym": rng.choice(["BTC", "ETH", "SOL", "XRP"], n),
+                       "price": np.round(rng.uniform(90, 110, n), 2), "size": rng.integers(1, 9, n).astype(float)})
+    ends = np.cumsum(rng.integers(1, 4, n))
+    chunks = [0, *ends[ends < n].tolist(), n]
+    outs: dict[bool, list[tuple[int, str, pa.RecordBatch]]] = {}
+    for row_path in (True, False):
+        engine = make()
+        engine.windows.scalar_rows = 10**9 if row_path else 0
+        outs[row_path] = []
+        for seq, (lo, hi) in enumerate(itertools.pairwise(chunks), start=1):
+            part = df.iloc[lo:hi]
+            outs[row_path] += [(seq, *o) for o in engine.on_upd(
+                message(seq, T0 + seq * S // 10, part.time, part.sym.tolist(), part.price, part["size"]))]
+        outs[row_path] += [(0, *o) for o in engine.on_eod("2023-11-14")]
+    assert [(seq, t) for seq, t, _ in outs[True]] == [(seq, t) for seq, t, _ in outs[False]]
+    tables = {t for _, t, _ in outs[True]}
+    assert tables == {make().table, "late_data"}  # windows fired and re-fired, and some rows were late
+    for (_, table, got), (_, _, want) in zip(outs[True], outs[False], strict=True):
+        assert got.schema.equals(want.schema)
+        sums = [c for c in ("volume", "vwap") if c in got.schema.names]  # summation order: last bits only
+        assert got.drop_columns(sums).equals(want.drop_columns(sums)), table
+        for c in sums:
+            np.testing.assert_allclose(got.column(c).to_numpy(zero_copy_only=False),
+                                       want.column(c).to_numpy(zero_copy_only=False), rtol=1e-12)
+    assert any(r > 0 for _, t, b in outs[True] if t != "late_data" for r in b.column("revision").to_pylist())
+
+
 def test_bars_from_a_real_tickerplant(tp: TPProcess, collect: Any) -> None:
     """Trades published out of order go through a TP; bars and late rows from its messages are as expected."""
     sub = collect(tp.address, tables=["trade"])
@@ -181,7 +216,7 @@ def test_bars_from_a_real_tickerplant(tp: TPProcess, collect: Any) -> None:
     pd.testing.assert_frame_equal(bars[["open", "close", "count", "volume"]], want, check_dtype=False)
 
 
-def _run_until(engine: BarEngine, address: str, target: int, timeout: float = 30.0) -> RunStats:
+def _run_until(engine: BarEngine | VwapEngine, address: str, target: int, timeout: float = 30.0) -> RunStats:
     """``engine`` under the runner against a real TP until it has handled input seq ``target``; then stop."""
 
     async def main() -> RunStats:
@@ -232,3 +267,23 @@ def test_bar_engine_under_the_runner_publishes_once(tp: TPProcess, collect: Any)
         assert got.num_rows == expected.num_rows == first.published[table]
         for name in expected.column_names:
             assert got.column(name).to_pylist() == expected.column(name).to_pylist(), (table, name)
+
+
+def test_windowed_engines_share_late_data_without_hiding_each_others_rows(tp: TPProcess) -> None:
+    """late_data has one publisher per engine name: a vwap engine's late rows are not taken for the bar
+    engine's (logged earlier, with larger src_seq) when it resumes, and each resumes on its own rows."""
+    df = random_trades(200, seed=7)
+    with Publisher(tp.address, name="test feed") as pub:
+        pub.publish("trade", {c: df[c].to_numpy() if c != "sym" else df[c].tolist() for c in df})
+        late = df.iloc[:3].assign(time=df.time.iloc[-1] - 60 * S)
+        pub.publish("trade", {c: late[c].to_numpy() if c != "sym" else late[c].tolist() for c in late})
+        pub.publish("trade", {c: df[c].to_numpy()[-1:] + (60 * S if c == "time" else 0) if c != "sym"
+                              else df[c].tolist()[-1:] for c in df})  # moves the watermark on after them
+        pub.flush()
+    target = admin.stats(tp.address)["seq"]
+    bars = _run_until(BarEngine(10 * S, bound_ns=S, table="bar_1s"), tp.address, target)
+    vwap = _run_until(VwapEngine(10 * S, 5 * S, bound_ns=S), tp.address, target)
+    assert bars.published["late_data"] == 3 and vwap.published["late_data"] == 3
+    assert not vwap.suppressed
+    again = _run_until(VwapEngine(10 * S, 5 * S, bound_ns=S), tp.address, target)
+    assert sum(again.published.values()) == 0 and again.suppressed == vwap.published

@@ -136,7 +136,8 @@ def trade_batch(n: int = 3, schema: pa.Schema | None = None) -> pa.RecordBatch:
 
 def test_default_tables(registry: Registry) -> None:
     feeds = ["trade", "quote", "l2", "feed_event"]
-    derived = ["bar_1s", "bar_1m", "vwap", "indicator", "spread_z", "late_data", "qc_alert", "orders", "fill", "position"]
+    derived = ["bar_1s", "bar_1m", "vwap", "indicator", "spread_z", "late_data", "qc_alert", "orders", "fill",
+               "position"]
     assert list(registry.tables) == feeds + derived  # file order
     for name in derived:  # every engine output carries the seq of the update that produced it
         assert registry[name].wire.field("src_seq").type == pa.int64()
