@@ -103,7 +103,8 @@ class Book:
     caller's bookkeeping; the sequence *rules* live in the ``*Sync`` classes.
     """
 
-    __slots__ = ("_keys", "_levels", "_top", "_top_n", "depth", "reason", "seq", "sym", "valid", "venue")
+    __slots__ = ("_keys", "_levels", "_top", "_top_n", "checksum_memo", "depth", "reason", "seq", "sym", "valid",
+                 "venue")
 
     def __init__(self, venue: str, sym: str, depth: int | None = None) -> None:
         if depth is not None and depth < 1:
@@ -124,6 +125,9 @@ class Book:
         # otherwise re-read those levels even when the message only touched deeper ones.
         self._top_n = 0
         self._top: list[list[tuple[str, str]] | None] = [None, None]
+        # (checksum kind, the top_raw lists it was computed from, value): the lists are new
+        # objects whenever the top changes, so the same objects mean the same checksum.
+        self.checksum_memo: tuple[str, object, object, int] | None = None
 
     def __repr__(self) -> str:
         state = "valid" if self.valid else f"invalid ({self.reason})"
@@ -331,7 +335,13 @@ def kraken_checksum(book: Book) -> int:
     Kraken computes it over the top 10 levels whatever the subscribed depth, from the
     strings as sent (docs.kraken.com, "Book checksum (WebSocket v2)").
     """
-    return zlib.crc32(kraken_checksum_input(book).encode("ascii"))
+    bids, asks = book.top_raw(10)
+    memo = book.checksum_memo
+    if memo is not None and memo[0] == "kraken" and memo[1] is bids and memo[2] is asks:
+        return memo[3]  # an update below the top 10 leaves the checksum as it was
+    crc = zlib.crc32(kraken_checksum_input(book).encode("ascii"))
+    book.checksum_memo = ("kraken", bids, asks, crc)
+    return crc
 
 
 def okx_checksum_input(book: Book) -> str:

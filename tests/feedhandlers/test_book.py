@@ -291,6 +291,10 @@ def test_kraken_checksum_uses_only_the_top_ten_and_sees_every_change() -> None:
     assert kraken_checksum(book) != 3310070434
     book.apply_many([("45283.5", "0.10000000")], [])
     assert kraken_checksum(book) == 3310070434
+    book.apply_many([("45270.0", "0")], [("45300.0", "7")])  # below the top 10 again: the remembered value
+    assert kraken_checksum(book) == 3310070434
+    book.apply_many([], [("45285.2", "0")])  # the 10th ask goes: the 11th moves into the checksum
+    assert kraken_checksum(book) == zlib.crc32(kraken_checksum_input(book_of(*everything(book))).encode())
 
 
 def test_kraken_checksum_strips_leading_zeros_of_small_numbers() -> None:
@@ -470,3 +474,23 @@ def test_random_delta_streams_match_a_dict_oracle(
     assert everything(book) == ([oracle[0][k] for k in sorted(oracle[0], reverse=True)],
                                 [oracle[1][k] for k in sorted(oracle[1])])
     assert book.valid
+
+
+@settings(max_examples=100, deadline=None)
+@given(snapshot=_message, messages=st.lists(_message, max_size=25), depth=st.one_of(st.none(), st.integers(1, 12)))
+def test_kraken_checksum_after_every_message_equals_one_computed_from_scratch(
+    snapshot: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+    messages: list[tuple[list[tuple[str, str]], list[tuple[str, str]]]],
+    depth: int | None,
+) -> None:
+    book = Book("kraken", "X", depth=depth)
+    book.apply_snapshot(*snapshot)
+    oracle: tuple[dict[Decimal, tuple[str, str]], dict[Decimal, tuple[str, str]]] = ({}, {})
+    _oracle_apply(oracle, *snapshot, depth)
+    for bids, asks in messages:
+        book.apply_many(bids, asks)
+        _oracle_apply(oracle, bids, asks, depth)
+        top_bids = [oracle[0][k] for k in sorted(oracle[0], reverse=True)[:10]]
+        top_asks = [oracle[1][k] for k in sorted(oracle[1])[:10]]
+        fresh = book_of(top_bids, top_asks)
+        assert kraken_checksum(book) == zlib.crc32(kraken_checksum_input(fresh).encode("ascii"))
