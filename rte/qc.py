@@ -54,7 +54,8 @@ was not a jump; a trade is a jump when the smaller ``x`` exceeds ``jump_k`` x th
 (the trade after it is measured against the last good one), and a real level shift is one
 alert too (the next trade is close to the shifted price). When a (venue, sym) comes back from
 a stale period its reference restarts, and its trades are not judged until its quotes have
-resumed (a venue's first trades after a freeze may still print at its old book).
+resumed, nor those stamped before the resuming quote (a venue's first trades after a freeze
+may still print at its old book, and may be logged after that quote).
 
 The jump rule is sequential (whether a trade is a jump depends on which earlier ones were);
 per update it is found by iterating "flags -> references, EWMA -> flags" from no flags. The
@@ -292,6 +293,10 @@ class QcEngine(Engine):
         self._xs: dict[int, tuple[bool, int, int]] = {}  # pair -> (raised, breach run, calm run)
         self._jump: dict[int, tuple[float, int, float, int, float, int]] = {}  # see _jump_slice
         self._resync: set[int] = set()  # pairs back from a silence whose quotes have not resumed yet
+        # pair -> event time of the quote that resumed it: its trades stamped earlier printed at the
+        # frozen book (a TP logs one window's trades and quotes table by table, so they can follow
+        # that quote in the log); they are not judged, nor taken as the new reference price.
+        self._resumed_at: dict[int, int] = {}
 
     # ------------------------------------------------------------------ names
 
@@ -553,6 +558,7 @@ class QcEngine(Engine):
                 if p in self._resync:
                     self._resync.discard(p)
                     self._restart_jump(p)
+                    self._resumed_at[p] = int(times[rows][pair[rows] == p].min())
         self._books(pair[rows], times[rows], bid[rows], ask[rows], out)
         self._xsource(sym[rows], venue[rows], pair[rows], times[rows], 0.5 * (bid[rows] + ask[rows]), out)
 
@@ -672,6 +678,14 @@ class QcEngine(Engine):
         if self._resync:
             keep = ~np.isin(pair, np.fromiter(self._resync, dtype=np.int64))
             pair, times, price = pair[keep], times[keep], price[keep]
+        if self._resumed_at:
+            early = np.zeros(len(pair), dtype=np.bool_)
+            for p, since in list(self._resumed_at.items()):
+                mine = pair == p
+                early |= mine & (times < since)
+                if (mine & (times >= since)).any():  # a trade on the live book: the pair is judged again
+                    del self._resumed_at[p]
+            pair, times, price = pair[~early], times[~early], price[~early]
         # The EWMA's closed form takes d ** -c for up to `size` x of a pair: keep it far from overflow.
         size = max(1, int(600 / -math.log(1.0 - 2.0 / (self.config.jump_span + 1))))
         for a in range(0, len(pair), size):

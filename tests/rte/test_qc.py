@@ -458,6 +458,29 @@ def test_a_bad_print_is_one_alert_and_a_level_shift_one_alert() -> None:
     assert (out.state == "raised").all()  # one-off: a print does not "recover"
 
 
+def test_after_a_stale_period_trades_at_the_frozen_book_are_not_judged_against_the_live_one() -> None:
+    """What `make demo` showed: a pair silent for 3 s resumes with a quote 60 bps away, and the TP logs
+    that quote before a trade stamped earlier that still printed at the frozen book; the next trade,
+    on the live book, is no jump."""
+    cfg = QcConfig(stale={"quote": 2 * SEC, "trade": 30 * SEC}, heartbeat_ns=60 * SEC, jump_warmup=5)
+    feed = Feed(QcEngine(cfg))
+    t = START
+    for i in range(30):  # warm up A/X's volatility with small moves
+        t = START + i * 100 * MS
+        quote(feed, t, "A", "X", bid=100.0, ask=100.02)
+        feed("trade", t, time=[t], sym=["X"], exchange=["A"], price=[100.0 + 0.01 * (i % 3)], size=[1.0])
+    for i in range(1, 31):  # A/X goes quiet for 3 s while B/X goes on
+        quote(feed, t + i * 100 * MS, "B", "X", bid=99.4, ask=99.42)
+    t += 3 * SEC + 100 * MS
+    out = quote(feed, t + 2 * MS, "A", "X", bid=99.4, ask=99.42)  # resumes 60 bps lower
+    assert out[["check_name", "state", "sym"]].values.tolist() == [["stale", "cleared", "X"]]
+    out = feed("trade", t + 3 * MS, time=[t + MS, t + 3 * MS], sym=["X", "X"], exchange=["A", "A"],
+               price=[100.0, 99.41], size=[1.0, 1.0])
+    assert out.empty, out
+    out = feed("trade", t + 4 * MS, time=[t + 4 * MS], sym=["X"], exchange=["A"], price=[93.0], size=[1.0])
+    assert out.check_name.tolist() == ["jump"]  # the pair is judged again, from the live book's price
+
+
 # --------------------------------------------------------------------- engine contract
 
 
