@@ -26,6 +26,8 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_replay.py
+	$(BIN)/python bench/bench_feed.py
+	$(BIN)/python bench/bench_rte.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
