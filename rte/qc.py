@@ -13,6 +13,11 @@ check_name              severity  clears?     fires when (value / threshold unit
                                               (numbers missing / 0)
 ``heartbeat``           critical  yes         a venue sent no row at all (any table) for longer
                                               than ``heartbeat_ns`` (seconds silent / seconds)
+``connection``          critical  yes         a ``feed_event`` disconnect (the handler lost its
+                                              connection, e.g. its heartbeat watchdog fired);
+                                              cleared by its reconnect (no value / threshold)
+``checksum``            warning   one-off     a ``feed_event`` checksum: a book failed its
+                                              venue's checksum and is being rebuilt (none)
 ``stale``               warning   yes         a (venue, sym) had no row of one table for longer
                                               than that table's threshold (seconds / seconds)
 ``crossed``             critical  yes         a quote with bid > ask ((bid - ask) / mid, bps / 0)
@@ -96,6 +101,8 @@ SEC = 1_000_000_000
 DATA_TABLES = ("trade", "quote", "l2")
 JUMP_ITERATIONS = 64
 _GAPS_REMEMBERED = 4096
+# feed_event kinds that become alerts (the others describe a healthy feed, or one the data checks already watch)
+_FEED_KINDS = ("gap", "checksum", "disconnect", "reconnect", "connect")
 
 
 def parse_stale(text: str, base: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -297,6 +304,7 @@ class QcEngine(Engine):
         # frozen book (a TP logs one window's trades and quotes table by table, so they can follow
         # that quote in the log); they are not judged, nor taken as the new reference price.
         self._resumed_at: dict[int, int] = {}
+        self._disconnected: set[str | None] = set()  # venues whose feed handler reported a lost connection
 
     # ------------------------------------------------------------------ names
 
@@ -417,14 +425,27 @@ class QcEngine(Engine):
         out.add(time, sym, exchange, "gap", "warning", "raised", missing, 0.0, detail)
 
     def _feed_events(self, batch: pa.RecordBatch, out: _Alerts) -> None:
-        gaps = batch.filter(pc.equal(batch.column("kind"), "gap"))
-        if not gaps.num_rows:
+        """What a feed handler reports about itself: gaps, lost connections (its heartbeat watchdog), bad checksums."""
+        wanted = batch.filter(pc.is_in(batch.column("kind"), pa.array(_FEED_KINDS)))
+        if not wanted.num_rows:
             return
-        cols = gaps.select(["exchange", "sym", "expected", "got", "detail"]).to_pydict()
-        times = _i64(gaps, "time").tolist()
-        for i, t in enumerate(times):
-            self._gap(out, t, cols["exchange"][i], cols["sym"][i], cols["expected"][i], cols["got"][i],
-                      f"feed_event: {cols['detail'][i] or 'gap'}")
+        cols = wanted.select(["kind", "exchange", "sym", "expected", "got", "detail"]).to_pydict()
+        for i, t in enumerate(_i64(wanted, "time").tolist()):
+            kind, exchange, sym, detail = cols["kind"][i], cols["exchange"][i], cols["sym"][i], cols["detail"][i]
+            if kind == "gap":
+                self._gap(out, t, exchange, sym, cols["expected"][i], cols["got"][i], f"feed_event: {detail or 'gap'}")
+            elif kind == "checksum":
+                out.add(t, sym, exchange, "checksum", "warning", "raised", None, None,
+                        f"feed_event: {detail or 'book checksum mismatch'}")
+            elif kind == "disconnect":
+                if exchange not in self._disconnected:  # one alert while the feed is down, however often it retries
+                    self._disconnected.add(exchange)
+                    out.add(t, None, exchange, "connection", "critical", "raised", None, None,
+                            f"feed_event: {detail or 'disconnected'}")
+            elif exchange in self._disconnected:  # reconnect | connect
+                self._disconnected.discard(exchange)
+                out.add(t, None, exchange, "connection", "critical", "cleared", None, None,
+                        f"feed_event: {detail or kind}")
 
     def _scope(self, venue: str) -> str | None:
         if venue not in self._seq_scope:

@@ -231,6 +231,26 @@ def test_feed_event_gaps_are_raised_once_with_the_data_gap() -> None:
     assert feed("trade", START + 4, time=[START + 4] * 2, seq=[1, 9], **other).empty
 
 
+def test_feed_handler_disconnects_and_checksum_failures_are_alerts() -> None:
+    feed = Feed(QcEngine(QcConfig(heartbeat_ns=60 * SEC)))
+
+    def events(t: int, *rows: tuple[str, str | None, str]) -> pd.DataFrame:
+        return feed("feed_event", t, time=[t] * len(rows), exchange=[r[0] for r in rows], sym=[r[1] for r in rows],
+                    kind=[r[2] for r in rows], detail=[f"{r[2]} detail" for r in rows])
+
+    assert events(START, ("binance", None, "connect"), ("binance", "BTCUSD", "subscribed")).empty
+    out = events(START + SEC, ("binance", None, "disconnect"))
+    assert out[["check_name", "severity", "state", "exchange"]].values.tolist() == [
+        ["connection", "critical", "raised", "binance"]]
+    assert out.sym.isna().all() and out.detail.iloc[0] == "feed_event: disconnect detail"
+    assert events(START + 2 * SEC, ("binance", None, "disconnect")).empty  # still down: raised once
+    out = events(START + 3 * SEC, ("binance", None, "reconnect"), ("kraken", None, "reconnect"))
+    assert out[["check_name", "state", "exchange"]].values.tolist() == [["connection", "cleared", "binance"]]
+    out = events(START + 4 * SEC, ("kraken", "BTCUSD", "checksum"), ("kraken", "BTCUSD", "resync"))
+    assert out[["check_name", "severity", "state", "sym"]].values.tolist() == [
+        ["checksum", "warning", "raised", "BTCUSD"]]  # one-off; the resync that follows is the feed healing
+
+
 def test_trade_seq_per_sym_and_l2_update_id_chains() -> None:
     feed = Feed(QcEngine(QcConfig(trade_seq={"B": "sym"}, l2_seq=("B",))))
     trade = {"exchange": ["B"] * 4, "price": [1.0] * 4, "size": [1.0] * 4, "time": [START] * 4}
