@@ -628,7 +628,10 @@ def _run_engine(make: Callable[[], Any], tp: str, token: str | None, verbose: bo
         raise _fail(str(exc)) from None
     try:
         stats = run_forever(engine, tp, token=token)
-    except (TickError, OSError) as exc:
+    except OSError as exc:
+        raise _fail(f"cannot reach the TP at {tp} ({exc.strerror or exc}): start it (tick tp) or give --tp HOST:PORT"
+                    ) from None
+    except TickError as exc:
         raise _fail(str(exc)) from None
     print(json.dumps({"engine": engine.name, **asdict(stats)}))
 

@@ -63,6 +63,12 @@ def test_every_engine_publishes_its_table_and_stops_cleanly(tp_process: TPFactor
         assert m.data.column("src_seq").null_count == 0, m.table
 
 
+def test_no_tp_is_refused_with_the_fix() -> None:
+    result = subprocess.run([TICK, "rte", "bars", "--tp", "127.0.0.1:1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot reach the TP at 127.0.0.1:1" in result.stderr and "start it (tick tp)" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["rte", "bars", "--every", "5 minutes"], "--every: duration '5 minutes' not understood"),
     (["rte", "vwap", "--window", "5s", "--slide", "2s"], "W % S == 0"),
