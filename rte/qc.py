@@ -58,9 +58,10 @@ was not a jump; a trade is a jump when the smaller ``x`` exceeds ``jump_k`` x th
 ``jump_min_bps``, once ``jump_warmup`` returns have been seen. So a bad print is one alert
 (the trade after it is measured against the last good one), and a real level shift is one
 alert too (the next trade is close to the shifted price). When a (venue, sym) comes back from
-a stale period its reference restarts, and its trades are not judged until its quotes have
-resumed, nor those stamped before the resuming quote (a venue's first trades after a freeze
-may still print at its old book, and may be logged after that quote).
+a stale period its reference restarts, and its trades are not judged while its quotes are
+stale, nor until they resume, nor those stamped before the resuming quote (a venue's first
+trades after a freeze print against a book we have not seen, and may be logged after that
+quote).
 
 The jump rule is sequential (whether a trade is a jump depends on which earlier ones were);
 per update it is found by iterating "flags -> references, EWMA -> flags" from no flags. The
@@ -395,6 +396,10 @@ class QcEngine(Engine):
             limit = self.config.stale[table]
             for k in silence.overdue(self.now, limit).tolist():
                 self._silence_alert(out, k, table, "raised", self.now - silence.last[k], limit)
+                if table == "quote" and k in self._book_state:
+                    # Its quotes are stale: its trades may execute against a book we no longer see,
+                    # so they are not judged (nor become the reference) until the quotes resume.
+                    self._resync.add(k)
 
     def _silence_alert(self, out: _Alerts, key: int, table: str | None, state: str, silent: int, limit: int) -> None:
         if table is None:  # heartbeat: key is a venue

@@ -501,6 +501,28 @@ def test_after_a_stale_period_trades_at_the_frozen_book_are_not_judged_against_t
     assert out.check_name.tolist() == ["jump"]  # the pair is judged again, from the live book's price
 
 
+def test_trades_while_the_quotes_are_stale_are_not_judged() -> None:
+    """The other order `make demo` showed: the pair's first trade after its silence comes before its first
+    quote, 1% from the last trade before the silence (its book moved where we could not see it)."""
+    cfg = QcConfig(stale={"quote": 2 * SEC, "trade": 30 * SEC}, heartbeat_ns=60 * SEC, jump_warmup=5)
+    feed = Feed(QcEngine(cfg))
+    t = START
+    for i in range(30):
+        t = START + i * 100 * MS
+        quote(feed, t, "A", "X", bid=100.0, ask=100.02)
+        feed("trade", t, time=[t], sym=["X"], exchange=["A"], price=[100.0 + 0.01 * (i % 3)], size=[1.0])
+    for i in range(1, 31):
+        out = quote(feed, t + i * 100 * MS, "B", "X", bid=99.0, ask=99.02)
+    t += 3 * SEC + 100 * MS
+    out = feed("trade", t, time=[t], sym=["X"], exchange=["A"], price=[99.01], size=[1.0])
+    assert "jump" not in out.check_name.tolist(), out
+    out = quote(feed, t + MS, "A", "X", bid=99.0, ask=99.02)
+    assert out[["check_name", "state"]].values.tolist() == [["stale", "cleared"]]
+    for k in range(2, 6):  # on the live book again: judged, and quiet
+        assert feed("trade", t + k * MS, time=[t + k * MS], sym=["X"], exchange=["A"], price=[99.01],
+                    size=[1.0]).empty
+
+
 # --------------------------------------------------------------------- engine contract
 
 
